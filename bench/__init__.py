@@ -1,0 +1,1 @@
+"""Benchmarks: each prints one JSON object and compares against a baseline in the same run."""

@@ -1,0 +1,753 @@
+"""Dynamic QR codes: issue+verify in process, and verify over HTTP, each against a baseline.
+
+    .venv/bin/python bench/codes.py            # full run, the figures of BENCHMARKS.md
+    .venv/bin/python bench/codes.py --quick    # CI: proves the benchmark still works (< 1 min)
+
+Prints one JSON object on stdout; progress goes to stderr.
+
+in_process — operations per second of one dynamic code issued and verified, no Redis or
+database: ``seal_valid`` + ``CodeText.dynamic(...).format()`` + ``parse_code_text`` +
+``open_valid`` + the expiry check ("ours"), against
+
+- the same operations written with gmssl (``CryptSM4``, ``sm3_hash``): goal ours ≥ 20×;
+- the bare primitives of one issue+verify — SM3 of 72 bytes, SM4 of one block, SM4⁻¹,
+  SM3 — through OpenSSL in a tight loop with contexts reused the cheapest way available,
+  no parsing, no bookkeeping ("limit"): goal ours ≥ 50 % of it.
+
+The three run in interleaved rounds; each figure is the best round (noise only slows a
+round down), the medians are reported next to them.
+
+http — ``POST /inst/v1/codes/verify`` served by ``python -m openplatform serve
+--workers 2`` on PostgreSQL + Redis, driven by wrk (one thread, 16 connections) replaying
+pre-signed requests, each with its own nonce and a fresh dynamic code of one of the
+registered cards; against ``bench/plain_app.py``, a bare Sanic JSON route on the same
+number of workers, driven the same way in the same run: goal ≥ 30 %. Any verify answer
+other than 200, a socket error, or a run that used up its request pool fails the
+benchmark (exit status 1).
+
+Needs: PostgreSQL (the database named in --database-url is dropped and created afresh),
+Redis (only the --redis-url database is flushed; default db 15) and wrk (Debian package
+``wrk``). Without wrk, --quick reports the HTTP part as skipped; the full run refuses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import hmac
+import json
+import math
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from cryptography.hazmat.primitives import hashes  # noqa: E402
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes  # noqa: E402
+from gmssl import sm3 as gmssl_sm3  # noqa: E402
+from gmssl import sm4 as gmssl_sm4  # noqa: E402
+
+from cardcore.codes import CodeText, derive_vuid, new_empi_id, open_valid, parse_code_text, seal_valid  # noqa: E402
+from cardcore.keyvault import KeyVault  # noqa: E402
+
+BENCH_DIR = Path(__file__).resolve().parent
+LUA_SCRIPT = BENCH_DIR / "verify.lua"
+PLAIN_APP = BENCH_DIR / "plain_app.py"
+VERIFY_PATH = "/inst/v1/codes/verify"
+PLAIN_PATH = "/plain"
+WORKERS = 2
+CODE_TTL_S = 600
+SIGNATURE_WINDOW_S = 300
+
+GOALS = {"ours_vs_gmssl": 20.0, "ours_vs_limit": 0.5, "http_ratio": 0.3}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    inproc_rounds: int
+    inproc_batch_s: float
+    cards: int
+    warmup_s: int
+    duration_s: int
+    http_rounds: int
+    connections: int = 16
+    wrk_threads: int = 1
+
+
+FULL = Sizes(inproc_rounds=9, inproc_batch_s=0.25, cards=200, warmup_s=3, duration_s=10, http_rounds=2)
+QUICK = Sizes(inproc_rounds=3, inproc_batch_s=0.05, cards=40, warmup_s=1, duration_s=3, http_rounds=1)
+
+
+class BenchFailure(RuntimeError):
+    """The benchmark could not produce honest figures."""
+
+
+def note(message: str) -> None:
+    print(f"[bench/codes] {message}", file=sys.stderr, flush=True)
+
+
+# --- in process ----------------------------------------------------------------------------
+
+
+def ours_loop(vault: KeyVault, vuids: list[str], expires_at_s: int):
+    """Issue and verify with the platform's own functions, as the server calls them."""
+    seal, dynamic, parse, unseal, now = seal_valid, CodeText.dynamic, parse_code_text, open_valid, time.time
+    mask = len(vuids) - 1
+
+    def run(n: int) -> None:
+        for i in range(n):
+            vuid = vuids[i & mask]
+            text = dynamic(vuid, seal(vault, vuid, expires_at_s)).format()
+            code = parse(text)
+            if now() > unseal(vault, code.vuid, code.valid).expires_at_s:
+                raise BenchFailure("a fresh code reads as expired")
+
+    return run
+
+
+_VUID_RE = re.compile(r"[0-9A-F]{64}")
+_VALID_RE = re.compile(r"[0-9A-F]{32}")
+_HEAD = struct.Struct(">II")
+
+
+class GmsslCodes:
+    """The same operations written with gmssl: seal, format, parse and open one VALID.
+
+    Keys are scheduled once (one cipher object per direction); padding is off, so
+    ``crypt_ecb`` is exactly one SM4 block.
+    """
+
+    def __init__(self, protection_key: bytes) -> None:
+        self._enc = gmssl_sm4.CryptSM4(gmssl_sm4.SM4_ENCRYPT, padding_mode=None)
+        self._enc.set_key(protection_key, gmssl_sm4.SM4_ENCRYPT)
+        self._dec = gmssl_sm4.CryptSM4(gmssl_sm4.SM4_DECRYPT, padding_mode=None)
+        self._dec.set_key(protection_key, gmssl_sm4.SM4_DECRYPT)
+
+    @staticmethod
+    def _tag(vuid: str, head: bytes) -> bytes:
+        return bytes.fromhex(gmssl_sm3.sm3_hash(list(vuid.encode("ascii") + head)))[:8]
+
+    def seal(self, vuid: str, expires_at_s: int) -> str:
+        if not _VUID_RE.fullmatch(vuid):
+            raise ValueError("bad VUID")
+        head = expires_at_s.to_bytes(4, "big") + secrets.token_bytes(4)
+        return self._enc.crypt_ecb(head + self._tag(vuid, head)).hex().upper()
+
+    @staticmethod
+    def format(vuid: str, valid: str) -> str:
+        return f"{vuid}:0:{valid}"
+
+    @staticmethod
+    def parse(text: str) -> tuple[str, str]:
+        fields = text.strip(" \t\r\n").split(":")
+        if len(fields) != 3 or fields[1] != "0" or not _VUID_RE.fullmatch(fields[0]) or not _VALID_RE.fullmatch(fields[2]):
+            raise ValueError("not a dynamic code")
+        return fields[0], fields[2]
+
+    def open(self, vuid: str, valid: str) -> tuple[int, int]:
+        if not _VALID_RE.fullmatch(valid):
+            raise ValueError("bad VALID")
+        block = self._dec.crypt_ecb(bytes.fromhex(valid))
+        head = block[:8]
+        if not hmac.compare_digest(block[8:], self._tag(vuid, head)):
+            raise ValueError("VALID does not verify")
+        return _HEAD.unpack(head)
+
+
+def gmssl_loop(codes: GmsslCodes, vuids: list[str], expires_at_s: int):
+    seal, fmt, parse, unseal, now = codes.seal, codes.format, codes.parse, codes.open, time.time
+    mask = len(vuids) - 1
+
+    def run(n: int) -> None:
+        for i in range(n):
+            vuid = vuids[i & mask]
+            text = fmt(vuid, seal(vuid, expires_at_s))
+            vuid_read, valid = parse(text)
+            if now() > unseal(vuid_read, valid)[0]:
+                raise BenchFailure("a fresh code reads as expired")
+
+    return run
+
+
+def limit_loops(protection_key: bytes) -> dict:
+    """The bare SM3/SM4 calls of one issue+verify, one loop per way of calling SM3.
+
+    SM4 has one OpenSSL entry from Python (``cryptography``): ECB contexts built once and
+    ``update`` bound once. SM3 has three; the cheapest on this machine is the limit.
+    """
+    import hashlib
+
+    cipher = Cipher(algorithms.SM4(protection_key), modes.ECB())
+    enc, dec = cipher.encryptor().update, cipher.decryptor().update
+    message, block = bytes(range(72)), bytes(range(16))
+    loops = {}
+
+    if "sm3" in hashlib.algorithms_available:
+        fresh = hashlib.new("sm3").copy
+
+        def hashlib_copy(n: int) -> None:
+            for _ in range(n):
+                h = fresh()
+                h.update(message)
+                h.digest()
+                dec(enc(block))
+                h = fresh()
+                h.update(message)
+                h.digest()
+
+        new = hashlib.new
+
+        def hashlib_new(n: int) -> None:
+            for _ in range(n):
+                new("sm3", message).digest()
+                dec(enc(block))
+                new("sm3", message).digest()
+
+        loops["hashlib: copy of a fresh sm3 context"] = hashlib_copy
+        loops["hashlib: new('sm3', data)"] = hashlib_new
+
+    fresh_c = hashes.Hash(hashes.SM3()).copy
+
+    def cryptography_copy(n: int) -> None:
+        for _ in range(n):
+            h = fresh_c()
+            h.update(message)
+            h.finalize()
+            dec(enc(block))
+            h = fresh_c()
+            h.update(message)
+            h.finalize()
+
+    loops["cryptography: copy of a fresh Hash(SM3)"] = cryptography_copy
+    return loops
+
+
+def _timed(run, n: int) -> float:
+    """Seconds for n operations, collector off (as timeit does)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        started = time.perf_counter()
+        run(n)
+        return time.perf_counter() - started
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _batch_size(run, target_s: float) -> int:
+    n = 1
+    while True:
+        elapsed = _timed(run, n)
+        if elapsed >= 0.02 or n >= 1 << 24:
+            return max(1, int(n * target_s / max(elapsed, 1e-9)))
+        n *= 4
+
+
+def check_same_operations(vault: KeyVault, codes: GmsslCodes, vuid: str, expires_at_s: int) -> None:
+    """The gmssl version and ours produce VALIDs the other one opens: the same operations."""
+    ours_text = CodeText.dynamic(vuid, seal_valid(vault, vuid, expires_at_s)).format()
+    if codes.open(*codes.parse(ours_text))[0] != expires_at_s:
+        raise BenchFailure("gmssl version cannot open our VALID")
+    gm_text = codes.format(vuid, codes.seal(vuid, expires_at_s))
+    code = parse_code_text(gm_text)
+    if open_valid(vault, code.vuid, code.valid).expires_at_s != expires_at_s:
+        raise BenchFailure("our open_valid cannot open the gmssl version's VALID")
+
+
+def bench_in_process(sizes: Sizes, work_dir: Path) -> dict:
+    vault = KeyVault.generate(work_dir / "inproc-keys.json", dev=True)
+    protection_key = bytes.fromhex(
+        json.loads((work_dir / "inproc-keys.json").read_text())["keys"]["protection"][0]["key"]
+    )
+    rng = random.Random(7)
+    vuids = [derive_vuid(vault, new_empi_id(), "01", f"{rng.randrange(10**17):017d}X") for _ in range(1024)]
+    expires_at_s = int(time.time()) + CODE_TTL_S
+    codes = GmsslCodes(protection_key)
+    check_same_operations(vault, codes, vuids[0], expires_at_s)
+
+    limits = limit_loops(protection_key)
+    # Choose the cheapest SM3 call for the limit (best of a few short batches each).
+    limit_costs = {}
+    for name, run in limits.items():
+        n = _batch_size(run, 0.05)
+        limit_costs[name] = min(_timed(run, n) / n for _ in range(3))
+    limit_name = min(limit_costs, key=limit_costs.get)
+
+    variants = {
+        "ours": ours_loop(vault, vuids, expires_at_s),
+        "gmssl": gmssl_loop(codes, vuids, expires_at_s),
+        "limit": limits[limit_name],
+    }
+    batch = {name: _batch_size(run, sizes.inproc_batch_s) for name, run in variants.items()}
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    order = list(variants)
+    for round_no in range(sizes.inproc_rounds):
+        for name in order[round_no % 3 :] + order[: round_no % 3]:  # rotate who goes first
+            rates[name].append(batch[name] / _timed(variants[name], batch[name]))
+    best = {name: max(values) for name, values in rates.items()}
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    return {
+        "ours_ops_s": round(best["ours"]),
+        "gmssl_ops_s": round(best["gmssl"]),
+        "limit_ops_s": round(best["limit"]),
+        "ours_vs_gmssl": round(best["ours"] / best["gmssl"], 1),
+        "ours_vs_limit": round(best["ours"] / best["limit"], 3),
+        "ours_us_per_op": round(1e6 / best["ours"], 2),
+        "limit_us_per_op": round(1e6 / best["limit"], 2),
+        "median": {
+            "ours_ops_s": round(median["ours"]),
+            "gmssl_ops_s": round(median["gmssl"]),
+            "limit_ops_s": round(median["limit"]),
+            "ours_vs_gmssl": round(median["ours"] / median["gmssl"], 1),
+            "ours_vs_limit": round(median["ours"] / median["limit"], 3),
+        },
+        "limit_sm3": limit_name,
+        "limit_sm3_candidates_us": {name: round(cost * 1e6, 2) for name, cost in limit_costs.items()},
+        "rounds": sizes.inproc_rounds,
+        "ops_per_round": batch,
+    }
+
+
+# --- HTTP ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Processes:
+    """Servers this benchmark started; all of them are stopped on the way out."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self._log_dir = log_dir
+        self._started: list[tuple[str, subprocess.Popen, Path]] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
+        log_path = self._log_dir / f"{name}.log"
+        with open(log_path, "wb") as log:
+            # Its own session: the server and the workers it spawns form one process group.
+            process = subprocess.Popen(
+                argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self._started.append((name, process, log_path))
+        return process
+
+    def log_tail(self, process: subprocess.Popen, chars: int = 3000) -> str:
+        for _, started, log_path in self._started:
+            if started is process:
+                return log_path.read_text(errors="replace")[-chars:]
+        return ""
+
+    def stop_all(self) -> None:
+        for name, process, _ in reversed(self._started):
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)  # Sanic's manager stops its workers on SIGINT/SIGTERM
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    note(f"{name} did not stop in 20 s; killing its process group")
+            # Whatever is left of this server's own process group (workers) goes too.
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self._started.clear()
+
+
+def wait_until_up(url: str, process: subprocess.Popen, processes: Processes, timeout_s: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise BenchFailure(f"server behind {url} did not start:\n{processes.log_tail(process)}")
+        time.sleep(0.2)
+
+
+async def recreate_database(database_url: str) -> None:
+    import asyncpg
+
+    parts = urlsplit(database_url)
+    name = parts.path.lstrip("/")
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name) or name in ("test", "postgres", "template0", "template1"):
+        raise BenchFailure(f"refusing to drop and recreate database {name!r}: give the benchmark its own database")
+    admin_url = parts._replace(path="/postgres").geturl()
+    connection = await asyncpg.connect(admin_url)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+
+
+async def server_versions(database_url: str, redis_url: str) -> dict:
+    import asyncpg
+    import redis.asyncio as aioredis
+
+    connection = await asyncpg.connect(database_url)
+    try:
+        postgres = await connection.fetchval("SHOW server_version")
+    finally:
+        await connection.close()
+    client = aioredis.from_url(redis_url)
+    try:
+        info = await client.info("server")
+    finally:
+        await client.aclose()
+    return {"postgres": postgres, "redis": info.get("redis_version")}
+
+
+async def count_verify_events(database_url: str) -> int:
+    import asyncpg
+
+    connection = await asyncpg.connect(database_url)
+    try:
+        return await connection.fetchval("SELECT count(*) FROM code_event WHERE action = 'verify' AND result = 'ok'")
+    finally:
+        await connection.close()
+
+
+def flush_redis_db(redis_url: str) -> None:
+    import redis
+
+    db = int(urlsplit(redis_url).path.lstrip("/") or 0)
+    if db == 0:
+        raise BenchFailure("refusing to flush Redis database 0: give the benchmark its own database (default 15)")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+class RequestPool:
+    """Pre-signed verify requests, each with a fresh dynamic code and its own nonce."""
+
+    def __init__(self, vault: KeyVault, vuids: list[str], client_id: str, secret: str, host: str) -> None:
+        self._vault = vault
+        self._vuids = vuids
+        self._client_id = client_id
+        self._secret = secret
+        self._host = host
+        self._rng = random.Random()
+        self._issued: set[str] = set()
+
+    def write(self, path: Path, count: int) -> float:
+        """Write ``count`` requests to ``path``; returns the signing time (unix seconds) of the first."""
+        from openplatform.sdk import build_request
+
+        expires_at_s = int(time.time()) + CODE_TTL_S
+        signed_at = time.time()
+        with open(path, "wb") as out:
+            for _ in range(count):
+                vuid = self._rng.choice(self._vuids)
+                valid = seal_valid(self._vault, vuid, expires_at_s)
+                if valid in self._issued:  # a repeated serial would be refused as CODE_USED
+                    continue
+                self._issued.add(valid)
+                text = CodeText.dynamic(vuid, valid).format()
+                headers, body = build_request(
+                    self._client_id, self._secret, "POST", VERIFY_PATH, {"qr_code_text": text, "scene": "consultation"}
+                )
+                head = f"POST {VERIFY_PATH} HTTP/1.1\r\nHost: {self._host}\r\n"
+                head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+                head += f"Content-Length: {len(body)}\r\n\r\n"
+                raw = head.encode("ascii") + body
+                out.write(b"%d\n" % len(raw))
+                out.write(raw)
+        return signed_at
+
+
+def run_wrk(url: str, sizes: Sizes, duration_s: int, script_args: list[str]) -> dict:
+    argv = [
+        "wrk", "-t", str(sizes.wrk_threads), "-c", str(sizes.connections), "-d", f"{duration_s}s",
+        "--timeout", "10s", "-s", str(LUA_SCRIPT), url, "--", *script_args,
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 180)
+    result = first_error = None
+    for line in done.stdout.splitlines():
+        if line.startswith("BENCH_RESULT "):
+            result = json.loads(line.removeprefix("BENCH_RESULT "))
+        elif line.startswith("BENCH_FIRST_ERROR "):
+            first_error = line.removeprefix("BENCH_FIRST_ERROR ")
+    if done.returncode != 0 or result is None:
+        raise BenchFailure(f"wrk failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    result["first_error"] = first_error
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+def require_clean(run: dict, what: str) -> None:
+    """Every request answered 200, none failed on the socket, the pool lasted."""
+    socket_errors = sum(run["socket_errors"].values())
+    problems = []
+    if run["requests"] == 0:
+        problems.append("no request completed")
+    if run["not_ok"] or run["status_errors"]:
+        problems.append(f"{run['not_ok']} answers were not 200 (first: {run['first_error']})")
+    if socket_errors:
+        problems.append(f"socket errors {run['socket_errors']}")
+    if run["exhausted"]:
+        problems.append(f"the request pool ran out ({run['loaded']} requests); the run would have replayed requests")
+    if problems:
+        raise BenchFailure(f"{what}: " + "; ".join(problems))
+
+
+def _figures(run: dict) -> dict:
+    return {
+        "rps": round(run["rps"]),
+        "p50_ms": round(run["latency_us"]["p50"] / 1000, 2),
+        "p99_ms": round(run["latency_us"]["p99"] / 1000, 2),
+        "requests": run["requests"],
+        "non_2xx": run["not_ok"],
+    }
+
+
+def bench_http(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, versions: dict) -> dict:
+    from openplatform.sdk import PlatformClient
+    from tests.factories import resident
+
+    var_dir = work_dir / "var"
+    var_dir.mkdir()
+    note(f"recreating database {urlsplit(database_url).path.lstrip('/')} and flushing {redis_url}")
+    asyncio.run(recreate_database(database_url))
+    flush_redis_db(redis_url)
+    versions.update(asyncio.run(server_versions(database_url, redis_url)))
+
+    port, plain_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EHC_", "SANIC_", "PROMETHEUS_"))}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        EHC_ENV="test",
+        EHC_DATABASE_URL=database_url,
+        EHC_REDIS_URL=redis_url,
+        EHC_VAR_DIR=str(var_dir),
+        EHC_PORT=str(port),
+        EHC_LOG_LEVEL="WARNING",
+        EHC_DYNAMIC_CODE_TTL_S=str(CODE_TTL_S),
+        EHC_SIGNATURE_WINDOW_S=str(SIGNATURE_WINDOW_S),
+    )
+
+    def platform(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            [sys.executable, "-m", "openplatform", *args], env=env, cwd=var_dir, capture_output=True, text=True, timeout=300
+        )
+        if done.returncode != 0:
+            raise BenchFailure(f"openplatform {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+        return done
+
+    platform("migrate")
+    creds = json.loads(platform("seed-demo", "--json").stdout)
+    terminal = creds["terminal"]
+
+    processes = Processes(work_dir)
+    try:
+        server = processes.start(
+            "platform", [sys.executable, "-m", "openplatform", "serve", "--workers", str(WORKERS)], env, var_dir
+        )
+        plain = processes.start(
+            "plain", [sys.executable, str(PLAIN_APP), "--port", str(plain_port), "--workers", str(WORKERS)], env, var_dir
+        )
+        base_url, plain_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{plain_port}"
+        wait_until_up(f"{base_url}/healthz", server, processes)
+        wait_until_up(f"{plain_url}/healthz", plain, processes)
+
+        note(f"registering {sizes.cards} cards")
+        rng = random.Random(20261122)
+        vuids: list[str] = []
+        with PlatformClient(base_url, terminal["client_id"], terminal["secret"]) as client:
+            for _ in range(sizes.cards):
+                response = client.post("/inst/v1/cards", resident(rng))
+                if response.status_code not in (200, 201):
+                    raise BenchFailure(f"card registration answered {response.status_code}: {response.text[:300]}")
+                vuids.append(response.json()["health_card_id"])
+        vuids = sorted(set(vuids))
+        vault = KeyVault.load(var_dir / "dev-keys.json")
+        pool = RequestPool(vault, vuids, terminal["client_id"], terminal["secret"], f"127.0.0.1:{port}")
+        pool_path = work_dir / "requests.bin"
+
+        def verify_run(duration_s: int, count: int) -> dict:
+            signed_at = pool.write(pool_path, count)
+            if time.time() - signed_at > SIGNATURE_WINDOW_S - duration_s - 30:
+                raise BenchFailure("building the request pool took too long for the signature window")
+            run = run_wrk(base_url, sizes, duration_s, ["pool", str(pool_path), str(sizes.wrk_threads)])
+            pool_path.unlink()
+            return run
+
+        # Warm-up: fills the card and client caches, and measures how many requests a run needs.
+        estimate = None
+        warm_count = 4000 * sizes.warmup_s
+        for _ in range(4):
+            note(f"warm-up: {sizes.warmup_s} s with up to {warm_count} requests")
+            warm = verify_run(sizes.warmup_s, warm_count)
+            if warm["not_ok"] or sum(warm["socket_errors"].values()):
+                require_clean(warm, "warm-up")
+            if not warm["exhausted"]:
+                estimate = warm["rps"]
+                break
+            warm_count *= 4
+        if estimate is None:
+            raise BenchFailure("the warm-up used up every request pool it was given")
+        count = math.ceil(3 * estimate * sizes.duration_s) + 1000
+
+        verify_runs, plain_runs = [], []
+        for round_no in range(sizes.http_rounds):
+            note(f"round {round_no + 1}/{sizes.http_rounds}: plain {sizes.duration_s} s")
+            plain_run = run_wrk(plain_url, sizes, sizes.duration_s, ["get", PLAIN_PATH])
+            require_clean(plain_run, "plain endpoint")
+            plain_runs.append(plain_run)
+            note(f"round {round_no + 1}/{sizes.http_rounds}: verify {sizes.duration_s} s, pool of {count} requests")
+            verify = verify_run(sizes.duration_s, count)
+            require_clean(verify, "verify")
+            verify_runs.append(verify)
+            count = max(count, math.ceil(3 * verify["rps"] * sizes.duration_s) + 1000)
+        if server.poll() is not None or plain.poll() is not None:
+            raise BenchFailure("a server died during the run")
+    finally:
+        processes.stop_all()
+
+    ok_events = asyncio.run(count_verify_events(database_url))
+    answered_ok = warm["ok"] + sum(run["ok"] for run in verify_runs)
+    if ok_events < answered_ok:
+        raise BenchFailure(f"{answered_ok} verifications answered 200 but only {ok_events} were recorded")
+    best_verify = max(verify_runs, key=lambda run: run["rps"])
+    best_plain = max(plain_runs, key=lambda run: run["rps"])
+    return {
+        "verify_rps": round(best_verify["rps"]),
+        "plain_rps": round(best_plain["rps"]),
+        "ratio": round(best_verify["rps"] / best_plain["rps"], 3),
+        "verify_p50_ms": round(best_verify["latency_us"]["p50"] / 1000, 2),
+        "verify_p99_ms": round(best_verify["latency_us"]["p99"] / 1000, 2),
+        "plain_p50_ms": round(best_plain["latency_us"]["p50"] / 1000, 2),
+        "plain_p99_ms": round(best_plain["latency_us"]["p99"] / 1000, 2),
+        "non_2xx": sum(run["not_ok"] for run in verify_runs),
+        "requests": sum(run["requests"] for run in verify_runs),
+        "verify_events_recorded": ok_events,
+        "workers": WORKERS,
+        "wrk": f"-t{sizes.wrk_threads} -c{sizes.connections} -d{sizes.duration_s}s",
+        "cards": len(vuids),
+        "rounds": [{"plain": _figures(p), "verify": _figures(v)} for p, v in zip(plain_runs, verify_runs)],
+    }
+
+
+# --- machine and main -------------------------------------------------------------------
+
+
+def machine_info() -> dict:
+    cpu_model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import cryptography
+    from cryptography.hazmat.backends.openssl import backend
+
+    nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "nproc": nproc,
+        "cpu_model": cpu_model,
+        "python": sys.version.split()[0],
+        "platform": f"{os.uname().sysname} {os.uname().release} {os.uname().machine}",
+        "openssl_hashlib": ssl.OPENSSL_VERSION,
+        "openssl_cryptography": f"{backend.openssl_version_text()} (cryptography {cryptography.__version__})",
+    }
+
+
+def wrk_version() -> str:
+    done = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
+    return (done.stdout or done.stderr).splitlines()[0].strip() if (done.stdout or done.stderr) else "wrk"
+
+
+def goals(in_process: dict, http: dict) -> dict:
+    result = {
+        "ours_vs_gmssl >= 20": in_process["ours_vs_gmssl"] >= GOALS["ours_vs_gmssl"],
+        "ours_vs_limit >= 0.5": in_process["ours_vs_limit"] >= GOALS["ours_vs_limit"],
+    }
+    if "ratio" in http:
+        result["http ratio >= 0.3"] = http["ratio"] >= GOALS["http_ratio"]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Dynamic-code issue+verify benchmark (prints JSON).")
+    parser.add_argument("--quick", action="store_true", help="small sizes and short runs: proves the benchmark works")
+    parser.add_argument("--database-url", default=os.environ.get("EHC_BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/ehc_bench"))
+    parser.add_argument("--redis-url", default=os.environ.get("EHC_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"))
+    parser.add_argument("--skip-http", action="store_true", help="in-process part only")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+
+    have_wrk = shutil.which("wrk") is not None
+    if not have_wrk and not args.quick and not args.skip_http:
+        print("bench/codes.py: wrk is not installed (Debian: apt-get install wrk); the full run needs it "
+              "for the HTTP figures. Use --quick to skip the HTTP part.", file=sys.stderr)  # fmt: skip
+        return 2
+
+    report: dict = {
+        "benchmark": "bench/codes.py",
+        "mode": "quick" if args.quick else "full",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+    }
+    work_dir = Path(tempfile.mkdtemp(prefix="ehc-bench-codes-"))
+    try:
+        note("in-process issue+verify: ours, gmssl, limit")
+        report["in_process"] = bench_in_process(sizes, work_dir)
+        if args.skip_http:
+            report["http"] = {"skipped": "--skip-http"}
+        elif not have_wrk:
+            report["http"] = {"skipped": "wrk not installed"}
+        else:
+            report["machine"]["wrk"] = wrk_version()
+            report["http"] = bench_http(sizes, work_dir, args.database_url, args.redis_url, report["machine"])
+    except BenchFailure as exc:
+        print(f"bench/codes.py FAILED: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        if have_wrk and not args.skip_http:
+            try:
+                flush_redis_db(args.redis_url)
+            except Exception as exc:  # noqa: BLE001 - cleanup must not hide the real outcome
+                note(f"could not flush {args.redis_url}: {exc}")
+    report["goals"] = goals(report["in_process"], report["http"])
+    print(json.dumps(report, ensure_ascii=False, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Clients for the outside services of the identity side: WeChat and Alipay login, SMS,
+face verification and the identity registry.
+
+No web framework here. Each client is built from ``Settings`` (``from_settings``), and in
+dev and test those settings point at the mocks under ``/_mock/``. Failures are
+``PlatformError``s (see ``cardcore.providers.errors``): 503 ``PROVIDER_UNAVAILABLE``,
+502 ``PROVIDER_ERROR``, 401 ``LOGIN_FAILED``, plus each service's own refusals
+(``IDENTITY_UNKNOWN``, ``IDENTITY_MISMATCH``, ``FACE_ORDER_NOT_FOUND``).
+
+``Providers.from_settings(settings)`` builds all of them at once, sharing one HTTP client;
+call ``aclose()`` on shutdown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+from cardcore.providers.alipay import AlipayLogin
+from cardcore.providers.errors import LoginFailed, ProviderError, ProviderUnavailable
+from cardcore.providers.face import FaceOrder, FaceOrderNotFound, FaceProvider
+from cardcore.providers.registry import IdentityRegistry, IdentityUnknown
+from cardcore.providers.sms import SmsGateway
+from cardcore.providers.wechat import WeChatLogin
+
+__all__ = [
+    "AlipayLogin",
+    "FaceOrder",
+    "FaceOrderNotFound",
+    "FaceProvider",
+    "IdentityRegistry",
+    "IdentityUnknown",
+    "LoginFailed",
+    "ProviderError",
+    "ProviderUnavailable",
+    "Providers",
+    "SmsGateway",
+    "WeChatLogin",
+]
+
+
+@dataclass
+class Providers:
+    wechat: WeChatLogin
+    alipay: AlipayLogin
+    sms: SmsGateway
+    face: FaceProvider
+    registry: IdentityRegistry
+    _http: httpx.AsyncClient | None = None
+
+    @classmethod
+    def from_settings(cls, settings, *, http: httpx.AsyncClient | None = None) -> "Providers":
+        """Every client; the HTTP ones share ``http`` (default: one client owned by this object)."""
+        owned = None
+        if http is None:
+            http = owned = httpx.AsyncClient(timeout=settings.provider_timeout_s)
+        return cls(
+            wechat=WeChatLogin.from_settings(settings),
+            alipay=AlipayLogin.from_settings(settings),
+            sms=SmsGateway.from_settings(settings, http=http),
+            face=FaceProvider.from_settings(settings, http=http),
+            registry=IdentityRegistry.from_settings(settings, http=http),
+            _http=owned,
+        )
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None

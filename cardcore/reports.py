@@ -1,0 +1,71 @@
+"""Query and aggregate the record of code issuance and verification (seed 002 §5.1.2)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from tortoise.functions import Count
+
+from cardcore.models import CodeEvent
+
+GROUP_FIELDS = ("action", "result", "scene", "code_type", "institution_id", "terminal_id")
+
+
+async def list_code_events(
+    *,
+    limit: int,
+    cursor: str | None = None,
+    institution_id: str | None = None,
+    health_card_id: str | None = None,
+    result: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> tuple[list[CodeEvent], str | None]:
+    """Newest first; the cursor is the id of the last event of the previous page."""
+    query = CodeEvent.all().order_by("-id")
+    if cursor:
+        query = query.filter(id__lt=int(cursor))
+    for field, value in (("institution_id", institution_id), ("health_card_id", health_card_id), ("result", result)):
+        if value is not None:
+            query = query.filter(**{field: value})
+    if since is not None:
+        query = query.filter(created_at__gte=since)
+    if until is not None:
+        query = query.filter(created_at__lt=until)
+    rows = await query.limit(limit + 1)
+    next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+async def code_stats(
+    group_by: list[str],
+    *,
+    institution_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[dict]:
+    """Counts of events grouped by any combination of GROUP_FIELDS."""
+    query = CodeEvent.all()
+    if institution_id is not None:
+        query = query.filter(institution_id=institution_id)
+    if since is not None:
+        query = query.filter(created_at__gte=since)
+    if until is not None:
+        query = query.filter(created_at__lt=until)
+    rows = await query.annotate(count=Count("id")).group_by(*group_by).order_by(*group_by).values(*group_by, "count")
+    return [dict(row) for row in rows]
+
+
+def event_view(event: CodeEvent) -> dict:
+    return {
+        "id": event.id,
+        "action": event.action,
+        "health_card_id": event.health_card_id,
+        "code_type": event.code_type,
+        "scene": event.scene,
+        "result": event.result,
+        "client_id": event.client_id,
+        "institution_id": event.institution_id,
+        "terminal_id": event.terminal_id,
+        "created_at": event.created_at.isoformat(),
+    }

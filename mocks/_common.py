@@ -1,0 +1,54 @@
+"""Small helpers shared by the mocks: the shared cache, settings, ids and times."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import string
+from datetime import datetime, timezone
+
+from sanic import Request
+
+_ALPHANUM = string.ascii_letters + string.digits
+
+
+def cache(request: Request):
+    """The shared cache (redis.asyncio, bytes answers); mock keys start with ``mock:``."""
+    return request.app.ctx.rt.redis
+
+
+def settings_of(request: Request):
+    return request.app.ctx.settings
+
+
+def token(length: int = 32, alphabet: str = _ALPHANUM) -> str:
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def dumps(value) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def loads(raw: bytes | str | None):
+    return None if raw is None else json.loads(raw)
+
+
+def is_form(request: Request) -> bool:
+    """A browser form post (and not a JSON object sent without a content type, as curl -d does)."""
+    form_type = request.content_type.startswith("application/x-www-form-urlencoded")
+    return form_type and not request.body.lstrip().startswith(b"{")
+
+
+def body_of(request: Request) -> dict:
+    """The JSON object sent, or the form fields; ``{}`` for anything else."""
+    if is_form(request):
+        return {k: v[0] for k, v in request.form.items()}
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:  # the mocks answer in their provider's style, never with our envelope
+        return {}
+    return body if isinstance(body, dict) else {}

@@ -1,0 +1,1 @@
+"""The Sanic application: routes, signed access, sessions, pages and the command line."""

@@ -1,0 +1,118 @@
+"""Request ids, structured logs with personal data masked, and Prometheus metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from sanic import Request, Sanic
+from sanic.response import HTTPResponse, raw
+
+from cardcore.pii import mask_mapping, mask_text
+
+REQUEST_ID_HEADER = "X-Request-Id"
+_INBOUND_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_STANDARD_RECORD_KEYS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+HTTP_REQUESTS = Counter("ehc_http_requests_total", "HTTP requests served", ["method", "route", "status"])
+HTTP_LATENCY = Histogram(
+    "ehc_http_request_seconds",
+    "HTTP request latency",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+REFUSALS = Counter("ehc_signed_request_refusals_total", "Signed requests refused", ["code"])
+
+
+def request_id_of(request: Request | None) -> str:
+    if request is None:
+        return ""
+    rid = getattr(request.ctx, "request_id", None)
+    if rid is None:
+        rid = request.ctx.request_id = _new_request_id(request)
+    return rid
+
+
+def _new_request_id(request: Request) -> str:
+    inbound = request.headers.get(REQUEST_ID_HEADER, "")
+    return inbound if _INBOUND_REQUEST_ID.match(inbound) else uuid.uuid4().hex
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; message and extra fields pass through the PII mask."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": mask_text(record.getMessage()),
+        }
+        extra = {k: v for k, v in record.__dict__.items() if k not in _STANDARD_RECORD_KEYS}
+        if extra:
+            entry.update(mask_mapping(extra))
+        if record.exc_info:
+            entry["exc"] = mask_text(self.formatException(record.exc_info))
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def configure_logging(level: str = "INFO", as_json: bool = True) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if as_json:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger("ehc")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+access_log = logging.getLogger("ehc.access")
+
+
+def install(app: Sanic) -> None:
+    @app.on_request(priority=100)
+    async def start_request(request: Request) -> None:
+        request.ctx.started = time.perf_counter()
+        request_id_of(request)
+
+    @app.on_response(priority=100)
+    async def finish_request(request: Request, response: HTTPResponse) -> None:
+        response.headers[REQUEST_ID_HEADER] = request_id_of(request)
+        started = getattr(request.ctx, "started", None)
+        if started is None:
+            return
+        elapsed = time.perf_counter() - started
+        route = request.route.path if request.route else "(unmatched)"
+        HTTP_REQUESTS.labels(request.method, route, str(response.status)).inc()
+        HTTP_LATENCY.labels(route).observe(elapsed)
+        access_log.info(
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status,
+            extra={
+                "request_id": request_id_of(request),
+                "status": response.status,
+                "duration_ms": round(elapsed * 1000, 2),
+                "client_id": getattr(request.ctx, "client_id", None),
+            },
+        )
+
+
+def metrics_response() -> HTTPResponse:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        body = generate_latest(registry)
+    else:
+        body = generate_latest()
+    return raw(body, content_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,168 @@
+"""Test harness: the whole suite runs on the embedded defaults (SQLite + fakeredis), and on
+PostgreSQL + Redis when ``EHC_TEST_DATABASE_URL`` / ``EHC_TEST_REDIS_URL`` are set."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+from sanic import Sanic
+
+from cardcore import db
+from cardcore.providers import Providers
+from cardcore.settings import Settings
+from openplatform.app import MODEL_APPS, create_app
+from openplatform.sdk import build_request
+
+TEST_DATABASE_URL = os.environ.get("EHC_TEST_DATABASE_URL", "")
+TEST_REDIS_URL = os.environ.get("EHC_TEST_REDIS_URL", "")
+BACKEND = "postgres+redis" if TEST_DATABASE_URL else "sqlite+fakeredis"
+
+
+def pytest_report_header(config):
+    return f"e-health card backends: {BACKEND}"
+
+
+async def reset_external_backends() -> None:
+    """Start from empty PostgreSQL and Redis databases, so every run is repeatable."""
+    if TEST_DATABASE_URL:
+        import asyncpg
+
+        conn = await asyncpg.connect(TEST_DATABASE_URL)
+        try:
+            await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+        finally:
+            await conn.close()
+    if TEST_REDIS_URL:
+        import redis.asyncio as redis
+
+        client = redis.from_url(TEST_REDIS_URL)
+        await client.flushdb()
+        await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def var_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("var")
+
+
+@pytest.fixture(scope="session")
+def settings(var_dir) -> Settings:
+    return Settings(
+        env="test",
+        var_dir=var_dir,
+        database_url=TEST_DATABASE_URL or f"sqlite://{var_dir / 'test.sqlite3'}",
+        redis_url=TEST_REDIS_URL,
+        registrations_per_hour=10_000,
+        log_level="WARNING",
+    ).resolved()
+
+
+@pytest.fixture(scope="session")
+async def app(settings):
+    await reset_external_backends()
+    await db.migrate(settings.database_url, MODEL_APPS)
+    Sanic.test_mode = True
+    # Served workers carry this variable; without it sanic-ext prints a start-up banner
+    # that links the Swagger UI, which the platform does not mount (no external CDN).
+    os.environ.setdefault("SANIC_WORKER_IDENTIFIER", "pytest")
+    application = create_app(settings, name="ehc_test")
+    application.asgi = True
+    await application._startup()
+    await application._server_event("init", "before")
+    await application._server_event("init", "after")
+    # The platform reaches the mocked outside services over HTTP; here that HTTP is routed
+    # into the same app in process, since no TCP server runs (the SDK-based WeChat and
+    # Alipay clients need one: tests/e2e).
+    await application.ctx.providers.aclose()
+    loopback = httpx.AsyncClient(transport=httpx.ASGITransport(app=application, client=("127.0.0.1", 40001)))
+    application.ctx.providers = Providers.from_settings(settings, http=loopback)
+    await application.ctx.mock_http.aclose()
+    application.ctx.mock_http = loopback
+    yield application
+    await loopback.aclose()
+    await application._server_event("shutdown", "before")
+    await application._server_event("shutdown", "after")
+
+
+@pytest.fixture(scope="session")
+def rt(app):
+    return app.ctx.rt
+
+
+@pytest.fixture(scope="session")
+async def http(app):
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+class Signer:
+    """Signs requests as one client, the way an integrator's code would."""
+
+    def __init__(self, http: httpx.AsyncClient, client_id: str, secret: str, terminal_id: str | None = None):
+        self.http = http
+        self.client_id = client_id
+        self.secret = secret
+        self.terminal_id = terminal_id
+
+    def build(self, method: str, path: str, payload=None, **overrides):
+        return build_request(
+            self.client_id, self.secret, method, path, payload, terminal_id=self.terminal_id, **overrides
+        )
+
+    async def request(self, method: str, path: str, payload=None, **overrides) -> httpx.Response:
+        headers, body = self.build(method, path, payload, **overrides)
+        return await self.http.request(method, path, content=body, headers=headers)
+
+    async def get(self, path: str, **overrides) -> httpx.Response:
+        return await self.request("GET", path, **overrides)
+
+    async def post(self, path: str, payload=None, **overrides) -> httpx.Response:
+        return await self.request("POST", path, payload, **overrides)
+
+    async def patch(self, path: str, payload=None, **overrides) -> httpx.Response:
+        return await self.request("PATCH", path, payload, **overrides)
+
+    def acting_for(self, terminal_id: str) -> "Signer":
+        return Signer(self.http, self.client_id, self.secret, terminal_id)
+
+
+@pytest.fixture(scope="session")
+async def admin(http, rt) -> Signer:
+    from cardcore import access
+    from cardcore.models import ClientKind, ClientStatus
+
+    client, secret = await access.register_client(rt, ClientKind.admin, "test admin", status=ClientStatus.approved)
+    return Signer(http, client.client_id, secret)
+
+
+async def register_institution(http, admin: Signer, approve: bool = True) -> Signer:
+    reply = await http.post("/inst/v1/register", json={"name": "测试医院"})
+    assert reply.status_code == 201, reply.text
+    creds = reply.json()
+    if approve:
+        assert (await admin.post(f"/admin/v1/institutions/{creds['client_id']}/approve")).status_code == 200
+    return Signer(http, creds["client_id"], creds["secret"])
+
+
+async def register_terminal(http, admin: Signer, institution: Signer, approve: bool = True, **extra) -> Signer:
+    reply = await institution.post("/inst/v1/terminals", {"name": "门诊挂号窗口", **extra})
+    assert reply.status_code == 201, reply.text
+    creds = reply.json()
+    if approve:
+        assert (await admin.post(f"/admin/v1/terminals/{creds['client_id']}/approve")).status_code == 200
+    return Signer(http, creds["client_id"], creds["secret"])
+
+
+@pytest.fixture
+async def institution(http, admin) -> Signer:
+    return await register_institution(http, admin)
+
+
+@pytest.fixture
+async def terminal(http, admin, institution) -> Signer:
+    return await register_terminal(http, admin, institution)

@@ -1,0 +1,56 @@
+async def test_healthz_is_up_and_carries_a_request_id(http):
+    reply = await http.get("/healthz")
+    assert reply.status_code == 200
+    assert reply.json() == {"status": "ok"}
+    assert len(reply.headers["X-Request-Id"]) >= 8
+
+
+async def test_inbound_request_id_is_echoed(http):
+    reply = await http.get("/healthz", headers={"X-Request-Id": "lb-1234567890"})
+    assert reply.headers["X-Request-Id"] == "lb-1234567890"
+
+
+async def test_readyz_checks_database_and_cache(http):
+    reply = await http.get("/readyz")
+    assert reply.status_code == 200
+    assert reply.json() == {"status": "ready", "database": "ok", "cache": "ok"}
+
+
+async def test_metrics_are_prometheus_text(http):
+    await http.get("/healthz")
+    reply = await http.get("/metrics")
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("text/plain")
+    assert 'ehc_http_requests_total{method="GET",route="healthz",status="200"}' in reply.text
+
+
+async def test_unknown_path_gets_the_error_envelope(http):
+    reply = await http.get("/no/such/thing")
+    assert reply.status_code == 404
+    body = reply.json()
+    assert body["code"] == "NOT_FOUND"
+    assert body["request_id"] == reply.headers["X-Request-Id"]
+
+
+async def test_openapi_document_lists_the_signed_apis(http):
+    spec = (await http.get("/docs/openapi.json")).json()
+    assert spec["openapi"].startswith("3.")
+    for path in ("/inst/v1/register", "/inst/v1/terminals", "/admin/v1/institutions/{client_id}/approve"):
+        assert path.replace("institutions", "{kind}") in spec["paths"] or path in spec["paths"], path
+    assert "ehc_signature" in spec["components"]["securitySchemes"]
+    page = await http.get("/docs")
+    assert page.status_code == 200 and "/docs/openapi.json" in page.text
+
+
+async def test_mocks_are_mounted_outside_production(http):
+    reply = await http.get("/_mock/")
+    assert reply.status_code == 200 and "mocks" in reply.json()
+
+
+def test_mocks_are_absent_when_switched_off(settings):
+    from dataclasses import replace
+
+    from openplatform.app import create_app
+
+    app = create_app(replace(settings, mount_mocks=False), name="ehc_no_mocks")
+    assert not any(route.path.startswith("_mock") for route in app.router.routes)
