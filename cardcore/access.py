@@ -31,6 +31,9 @@ FUNCTIONS = {
     "codes.verify": "verify scanned codes",
     "usage.report": "report card usage",
     "terminals.manage": "register the institution's terminals",
+    "cashier.orders": "create, read and close payment orders; download bills",
+    "cashier.refunds": "refund paid orders",
+    "cashier.micropay": "charge combined codes and payment codes at the counter",
     "access.manage": "approve and disable clients (admins)",
 }
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from tortoise.functions import Count
 
 from cardcore.models import CodeEvent
+from cardcore.paging import newest_first
 
 GROUP_FIELDS = ("action", "result", "scene", "code_type", "institution_id", "terminal_id")
 
@@ -22,9 +23,7 @@ async def list_code_events(
     until: datetime | None = None,
 ) -> tuple[list[CodeEvent], str | None]:
     """Newest first; the cursor is the id of the last event of the previous page."""
-    query = CodeEvent.all().order_by("-id")
-    if cursor:
-        query = query.filter(id__lt=int(cursor))
+    query = CodeEvent.all()
     for field, value in (("institution_id", institution_id), ("health_card_id", health_card_id), ("result", result)):
         if value is not None:
             query = query.filter(**{field: value})
@@ -32,9 +31,7 @@ async def list_code_events(
         query = query.filter(created_at__gte=since)
     if until is not None:
         query = query.filter(created_at__lt=until)
-    rows = await query.limit(limit + 1)
-    next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    return await newest_first(query, limit=limit, cursor=cursor)
 
 
 async def code_stats(

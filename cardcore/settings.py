@@ -63,6 +63,14 @@ class Settings:
     face_url: str = ""
     registry_url: str = ""
     provider_timeout_s: int = 10
+    # cashier
+    order_expire_minutes: int = 30
+    micropay_wait_s: int = 30  # how long a counter payment waits for a resident still entering a password
+    run_worker: bool = True  # serve also runs the background worker (notifications, sweeper)
+    worker_poll_ms: int = 500
+    notify_lease_s: int = 60  # a claimed notification returns to the queue when its worker died
+    sweep_interval_s: int = 30
+    channel_query_after_s: int = 60  # a payment or refund silent this long is asked about at the channel
 
     # Environment variable name for each field, e.g. EHC_DATABASE_URL.
     @staticmethod
@@ -107,6 +115,11 @@ class Settings:
             raise SettingsError("EHC_DYNAMIC_CODE_TTL_S must be at least 10 seconds")
         if self.workers < 1:
             raise SettingsError("EHC_WORKERS must be at least 1")
+        if not 1 <= self.order_expire_minutes <= 7 * 24 * 60:
+            raise SettingsError("EHC_ORDER_EXPIRE_MINUTES must be between 1 and 10080")
+        for name in ("worker_poll_ms", "notify_lease_s", "sweep_interval_s", "channel_query_after_s"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{self.env_name(name)} must be at least 1")
         return replace(self, **changes)
 
     def _provider_defaults(self, base_url: str, var_dir: Path, mocks: bool) -> dict:

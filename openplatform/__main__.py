@@ -1,4 +1,4 @@
-"""Command line: ``python -m openplatform serve | migrate | seed-demo | create-admin | keys``."""
+"""Command line: ``python -m openplatform serve | worker | migrate | seed-demo | create-admin | keys``."""
 
 from __future__ import annotations
 
@@ -60,6 +60,32 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     print("migrations applied")
 
 
+def cmd_worker(args: argparse.Namespace) -> None:
+    """Deliver hospital notifications and sweep orders, without serving HTTP."""
+    from cardcore.runtime import Runtime
+    from cashier.worker import run_standalone
+    from openplatform.app import MODEL_APPS
+    from openplatform.observability import configure_logging
+
+    from openplatform.app import startup_problems
+
+    settings = _settings()
+    problems = startup_problems(settings)
+    if problems:
+        sys.exit("refusing to start in production:\n" + "\n".join(f"- {p}" for p in problems))
+
+    async def run() -> None:
+        configure_logging(settings.log_level, settings.log_json)
+        rt = await Runtime.start(settings, MODEL_APPS)
+        try:
+            await run_standalone(rt)
+        finally:
+            await rt.stop()
+
+    print(f"cashier worker on {settings.env} ({'PostgreSQL' if not settings.uses_sqlite else 'SQLite'})", flush=True)
+    asyncio.run(run())
+
+
 def cmd_seed_demo(args: argparse.Namespace) -> None:
     from openplatform.demo import seed_demo
 
@@ -114,6 +140,9 @@ def main(argv: list[str] | None = None) -> None:
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("worker", help="deliver hospital notifications and sweep orders (serve runs one too)").set_defaults(
+        func=cmd_worker
+    )
 
     seed = sub.add_parser("seed-demo", help="create the demo institution, terminal, app and admin (idempotent)")
     seed.add_argument("--json", action="store_true", help="print credentials as JSON")

@@ -15,14 +15,15 @@ from cardcore.keyvault import KeyVault, KeyVaultError
 from cardcore.runtime import Runtime
 from cardcore.settings import Settings, SettingsError
 from cardcore.providers import Providers
-from openplatform import admin, docs, h5, health, institution, observability, partner, resident
+from cashier.worker import Worker
+from openplatform import admin, cashier, docs, h5, health, institution, observability, partner, resident
 from openplatform.errors import EnvelopeErrorHandler
 
 log = logging.getLogger("ehc.app")
 
 APP_NAME = "ehc"
 # Every model app of the platform, in dependency order (label -> package).
-MODEL_APPS = dict(CORE_APPS)
+MODEL_APPS = {**CORE_APPS, "cashier": "cashier"}
 
 
 def startup_problems(settings: Settings) -> list[str]:
@@ -70,7 +71,11 @@ def create_app(settings: Settings | None = None, name: str = APP_NAME) -> Sanic:
     _describe_api(app)
 
     observability.install(app)
-    for blueprint in (health.bp, docs.bp, institution.bp, partner.bp, admin.bp, resident.bp, h5.bp):
+    blueprints = (
+        health.bp, docs.bp, institution.bp, partner.bp, admin.bp, resident.bp, h5.bp,
+        cashier.api, cashier.pages, cashier.admin_api,
+    )
+    for blueprint in blueprints:
         app.blueprint(blueprint)
     if settings.mount_mocks:
         from mocks import mock_blueprints
@@ -83,6 +88,18 @@ def create_app(settings: Settings | None = None, name: str = APP_NAME) -> Sanic:
         observability.configure_logging(settings.log_level, settings.log_json)
         app.ctx.rt = await Runtime.start(settings, MODEL_APPS)
         app.ctx.providers = Providers.from_settings(settings)
+
+    @app.after_server_start
+    async def start_worker(app: Sanic) -> None:
+        if settings.run_worker:
+            app.ctx.worker = Worker(app.ctx.rt)
+            app.add_task(app.ctx.worker.run(), name="cashier_worker")
+
+    @app.before_server_stop
+    async def stop_worker(app: Sanic) -> None:
+        worker = getattr(app.ctx, "worker", None)
+        if worker is not None:
+            worker.stop()
 
     @app.after_server_stop
     async def close_runtime(app: Sanic) -> None:

@@ -38,6 +38,16 @@ async def _ensure(rt: Runtime, client_id: str, kind: ClientKind, name: str, inst
     return secret
 
 
+async def _ensure_mock_channels(rt: Runtime) -> None:
+    """The demo hospital and the platform get an account at every mock payment channel."""
+    from cashier.accounts import PLATFORM_ACCOUNT, save_account
+    from cashier.channels.dev import mock_merchant_configs
+
+    for config in mock_merchant_configs(rt.settings).values():
+        for institution_id in ("ins_demo", PLATFORM_ACCOUNT):
+            await save_account(rt, institution_id, config)
+
+
 async def seed_demo(settings: Settings) -> dict:
     from openplatform.app import MODEL_APPS
 
@@ -47,6 +57,7 @@ async def seed_demo(settings: Settings) -> dict:
         for key, client_id, kind, name, institution_id in DEMO_CLIENTS:
             secret = await _ensure(rt, client_id, kind, name, institution_id)
             result[key] = {"client_id": client_id, "secret": secret}
+        await _ensure_mock_channels(rt)
         result["base_url"] = settings.base_url
         return result
     finally:

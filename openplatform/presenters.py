@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
+from cardcore.clock import iso
 from cardcore.models import Client
-
-
-def iso(value) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 def client_view(client: Client) -> dict:

@@ -67,6 +67,11 @@ def parse_json(request: Request, model: type[M]) -> M:
     return parse_model(model, data)
 
 
+def parse_optional_json(request: Request, model: type[M]) -> M:
+    """Like ``parse_json``, but an empty body means every field at its default."""
+    return parse_json(request, model) if request.body else model()
+
+
 def parse_query(request: Request, model: type[M]) -> M:
     # Repeated parameters are not part of the API; the first value counts.
     return parse_model(model, {k: v[0] for k, v in request.args.items()})

@@ -3,8 +3,8 @@ PostgreSQL + Redis when ``EHC_TEST_DATABASE_URL`` / ``EHC_TEST_REDIS_URL`` are s
 
 from __future__ import annotations
 
-import asyncio
 import os
+import socket
 from pathlib import Path
 
 import httpx
@@ -49,11 +49,20 @@ def var_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("var")
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def settings(var_dir) -> Settings:
     return Settings(
         env="test",
+        port=free_port(),
         var_dir=var_dir,
+        # Tests drive background work themselves (cashier.notifier.deliver_due, cashier.sweeper.sweep).
+        run_worker=False,
         database_url=TEST_DATABASE_URL or f"sqlite://{var_dir / 'test.sqlite3'}",
         redis_url=TEST_REDIS_URL,
         registrations_per_hour=10_000,
@@ -70,10 +79,17 @@ async def app(settings):
     # that links the Swagger UI, which the platform does not mount (no external CDN).
     os.environ.setdefault("SANIC_WORKER_IDENTIFIER", "pytest")
     application = create_app(settings, name="ehc_test")
+    # Served on a real port too: the payment SDKs (wechatpy, python-alipay-sdk) make their
+    # own HTTP requests, from worker threads, to the mock gateways at settings.base_url.
+    server = await application.create_server(
+        host=settings.host, port=settings.port, return_asyncio_server=True, access_log=False
+    )
+    await server.startup()
+    await server.before_start()
+    await server.after_start()
+    await server.start_serving()
+    # The test client reaches the same app in process (ASGI); Sanic allows that once marked.
     application.asgi = True
-    await application._startup()
-    await application._server_event("init", "before")
-    await application._server_event("init", "after")
     # The platform reaches the mocked outside services over HTTP; here that HTTP is routed
     # into the same app in process, since no TCP server runs (the SDK-based WeChat and
     # Alipay clients need one: tests/e2e).
@@ -84,8 +100,10 @@ async def app(settings):
     application.ctx.mock_http = loopback
     yield application
     await loopback.aclose()
-    await application._server_event("shutdown", "before")
-    await application._server_event("shutdown", "after")
+    await server.before_stop()
+    server.close()
+    await server.wait_closed()
+    await server.after_stop()
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from cardcore.models import CodeEvent, LoginChannel, Relation, UsageReport
 from cardcore.reports import event_view
 from cardcore.usage import report_view
 from cardcore.verify import code_state, issue_dynamic_code
+from cashier import agreements
 from openplatform import sessions
 from openplatform.sessions import resident_required
 from openplatform.validation import StrictModel, json_body
@@ -27,6 +28,10 @@ FACE_ORDER_TTL_S = 900
 
 class PaymentAccountNotBound(errors.PlatformError):
     code, status, message = "PAYMENT_ACCOUNT_NOT_BOUND", 409, "bind a payment account before asking for a pay code"
+
+
+class PaymentAccountBody(StrictModel):
+    channel: str = Field(pattern="^(wechat|alipay|unionpay)$", description="the channel whose payment code the combined code carries")
 
 
 # --- bodies -------------------------------------------------------------------------
@@ -220,11 +225,14 @@ async def static_code(request: Request, health_card_id: str):
 @resident_required
 async def dynamic_code(request: Request, health_card_id: str):
     """A fresh single-use dynamic code; the page shows it until ``refresh_in`` seconds pass."""
-    account = request.ctx.account
+    rt, account = request.app.ctx.rt, request.ctx.account
     await residents.act_on_card(account, health_card_id, "code.dynamic.issue")
+    token = None
     if request.args.get("with_payment") == "1":
-        raise PaymentAccountNotBound()
-    issued = await issue_dynamic_code(request.app.ctx.rt, health_card_id, residents.actor_for(account))
+        token = await agreements.payment_token(rt, account.account_id)
+        if token is None:
+            raise PaymentAccountNotBound()
+    issued = await issue_dynamic_code(rt, health_card_id, residents.actor_for(account), token=token)
     return json(
         {
             "qr_code_text": issued.qr_code_text,
@@ -275,6 +283,40 @@ async def remove_manager(request: Request, health_card_id: str, account_id: str)
     """The holder removes another account's management of their card."""
     await residents.remove_manager(request.ctx.account, health_card_id, account_id)
     return json({"removed": account_id})
+
+
+# --- payment accounts (二码合一) ----------------------------------------------------------
+
+
+@bp.get("/payment-accounts")
+@resident_required
+async def list_payment_accounts(request: Request):
+    """Payment accounts bound to this account, whose codes a combined code can carry."""
+    bound = await agreements.list_bound(request.ctx.account.account_id)
+    return json({"items": [agreements.agreement_view(a) for a in bound]})
+
+
+@bp.post("/payment-accounts")
+@resident_required
+@json_body(PaymentAccountBody)
+async def bind_payment_account(request: Request, body: PaymentAccountBody):
+    """Bind a payment account (needs strong authentication), so the dynamic code can pay at counters."""
+    account = request.ctx.account
+    await residents.require_strong_auth(account)
+    agreement = await agreements.bind(request.app.ctx.rt, account.account_id, body.channel)
+    await audit.record(residents.actor_for(account), "payment_account.bind", account.account_id, channel=body.channel)
+    return json(agreements.agreement_view(agreement), status=201)
+
+
+@bp.delete("/payment-accounts/<channel:wechat|alipay|unionpay>")
+@resident_required
+async def unbind_payment_account(request: Request, channel: str):
+    account = request.ctx.account
+    removed = await agreements.unbind(account.account_id, channel)
+    if not removed:
+        raise errors.NotFound("no payment account of that channel is bound")
+    await audit.record(residents.actor_for(account), "payment_account.unbind", account.account_id, channel=channel)
+    return json({"channel": channel, "bound": False})
 
 
 # --- strong authentication -----------------------------------------------------------

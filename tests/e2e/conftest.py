@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -31,6 +32,9 @@ import pytest
 
 from cardcore.settings import Settings
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 
 # Redis database numbers handed to servers in turn; 0 belongs to the in-process suite.
 _REDIS_DBS = itertools.cycle(range(1, 16))
@@ -157,3 +161,31 @@ def _wait_until_up(base_url: str, process: subprocess.Popen, stderr_path: Path) 
 def live_server(tmp_path_factory):
     with running_server(tmp_path_factory.mktemp("live-var")) as server:
         yield server
+
+
+def browser_or_skip():
+    if Path(CHROMIUM).exists():
+        return
+    if os.environ.get("EHC_REQUIRE_BROWSER") == "1":
+        pytest.fail("EHC_REQUIRE_BROWSER=1 but chromium is not installed (apt-get install chromium)")
+    pytest.skip("chromium is not installed")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    browser_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        instance = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )
+        yield instance
+        instance.close()
+
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)

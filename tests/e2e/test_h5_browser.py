@@ -10,56 +10,25 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
-import pytest
 import zxingcpp
 from PIL import Image
 
 from openplatform.sdk import PlatformClient
+from tests.e2e.conftest import shot
 from tests.factories import resident
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 WECHAT_UA = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
     "Mobile/15E148 MicroMessenger/8.0.50(0x1800322a) NetType/WIFI Language/zh_CN"
 )
 
 
-def browser_or_skip():
-    if Path(CHROMIUM).exists():
-        return
-    if os.environ.get("EHC_REQUIRE_BROWSER") == "1":
-        pytest.fail("EHC_REQUIRE_BROWSER=1 but chromium is not installed (apt-get install chromium)")
-    pytest.skip("chromium is not installed")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    browser_or_skip()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        instance = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )
-        yield instance
-        instance.close()
-
-
 def decode(png: bytes) -> list[str]:
     return [r.text for r in zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))]
-
-
-def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def sms_code(base_url: str, phone: str) -> str:

@@ -6,7 +6,6 @@ logins drive the real SDKs against a running server in tests/e2e.
 
 import secrets
 
-import pytest
 
 from tests.factories import resident
 from tests.integration.test_access import assert_refused

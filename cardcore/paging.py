@@ -1,0 +1,19 @@
+"""Keyset pagination of API.md lists: newest first, the cursor is the last id of the page."""
+
+from __future__ import annotations
+
+from tortoise.queryset import QuerySet
+
+from cardcore.errors import ValidationFailed
+
+
+async def newest_first(query: QuerySet, *, limit: int, cursor: str | None) -> tuple[list, str | None]:
+    """One page of ``query`` (ordered by descending id) and the cursor of the next page, if any."""
+    query = query.order_by("-id")
+    if cursor:
+        if not cursor.isdigit():
+            raise ValidationFailed("cursor is not one this API gave out")
+        query = query.filter(id__lt=int(cursor))
+    rows = await query.limit(limit + 1)
+    next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
+    return rows[:limit], next_cursor

@@ -1,0 +1,127 @@
+from tortoise import migrations
+from tortoise.migrations import operations as ops
+from cashier.models import NotificationStatus, OrderStatus, RefundStatus
+from tortoise.fields.base import OnDelete
+from tortoise import fields
+from tortoise.indexes import Index
+
+class Migration(migrations.Migration):
+    initial = True
+
+    operations = [
+        ops.CreateModel(
+            name='ChannelAccount',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('institution_id', fields.CharField(max_length=40)),
+                ('channel', fields.CharField(max_length=16)),
+                ('app_id', fields.CharField(default='', max_length=64)),
+                ('merchant_id', fields.CharField(default='', max_length=64)),
+                ('sub_merchant_id', fields.CharField(default='', max_length=64)),
+                ('gateway', fields.CharField(default='', max_length=255)),
+                ('secrets_sealed', fields.TextField(unique=False)),
+                ('enabled', fields.BooleanField(default=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+            ],
+            options={'table': 'cashier_channel_account', 'app': 'cashier', 'unique_together': (('institution_id', 'channel'),), 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Notification',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('institution_id', fields.CharField(max_length=40)),
+                ('order_no', fields.CharField(db_index=True, max_length=32)),
+                ('out_trade_no', fields.CharField(max_length=64)),
+                ('event', fields.CharField(max_length=24)),
+                ('url', fields.CharField(max_length=512)),
+                ('body', fields.TextField(unique=False)),
+                ('status', fields.CharEnumField(default=NotificationStatus.pending, description='pending: pending\ndelivered: delivered\nfailed: failed', enum_type=NotificationStatus, max_length=10)),
+                ('attempts', fields.IntField(default=0)),
+                ('next_attempt_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('lease_owner', fields.CharField(null=True, max_length=32)),
+                ('lease_until', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('last_error', fields.CharField(default='', max_length=255)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('delivered_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'cashier_notification', 'app': 'cashier', 'indexes': [Index(fields=['status', 'next_attempt_at'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='NotificationAttempt',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('notification', fields.ForeignKeyField('cashier.Notification', source_field='notification_id', db_constraint=True, to_field='id', related_name='attempt_log', on_delete=OnDelete.CASCADE)),
+                ('number', fields.IntField()),
+                ('http_status', fields.IntField(null=True)),
+                ('outcome', fields.CharField(max_length=16)),
+                ('detail', fields.CharField(default='', max_length=255)),
+                ('duration_ms', fields.IntField(default=0)),
+                ('at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+            ],
+            options={'table': 'cashier_notification_attempt', 'app': 'cashier', 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Order',
+            fields=[
+                ('order_no', fields.CharField(primary_key=True, unique=True, db_index=True, max_length=32)),
+                ('institution_id', fields.CharField(max_length=40)),
+                ('out_trade_no', fields.CharField(max_length=64)),
+                ('request_digest', fields.CharField(max_length=64)),
+                ('amount_fen', fields.BigIntField()),
+                ('subject', fields.CharField(max_length=128)),
+                ('order_type', fields.CharField(max_length=16)),
+                ('health_card_id', fields.CharField(null=True, max_length=64)),
+                ('notify_url', fields.CharField(max_length=512)),
+                ('return_url', fields.CharField(default='', max_length=512)),
+                ('status', fields.CharEnumField(default=OrderStatus.created, description='created: created\npaying: paying\npaid: paid\nclosed: closed\nrefunding: refunding\nrefunded: refunded\npartially_refunded: partially_refunded', enum_type=OrderStatus, max_length=20)),
+                ('channel', fields.CharField(null=True, max_length=16)),
+                ('method', fields.CharField(null=True, max_length=16)),
+                ('channel_trade_no', fields.CharField(default='', max_length=64)),
+                ('paid_fen', fields.BigIntField(default=0)),
+                ('insurance_fen', fields.BigIntField(default=0)),
+                ('refunded_fen', fields.BigIntField(default=0)),
+                ('expires_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('paid_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('closed_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('failure_reason', fields.CharField(default='', max_length=255)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+            ],
+            options={'table': 'cashier_order', 'app': 'cashier', 'unique_together': (('institution_id', 'out_trade_no'),), 'indexes': [Index(fields=['status', 'expires_at']), Index(fields=['status', 'updated_at']), Index(fields=['institution_id', 'paid_at'])], 'pk_attr': 'order_no'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='PaymentAgreement',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('account_id', fields.CharField(db_index=True, max_length=24)),
+                ('channel', fields.CharField(max_length=16)),
+                ('agreement_id', fields.CharField(max_length=64)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+            ],
+            options={'table': 'cashier_payment_agreement', 'app': 'cashier', 'unique_together': (('account_id', 'channel'),), 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Refund',
+            fields=[
+                ('refund_no', fields.CharField(primary_key=True, unique=True, db_index=True, max_length=32)),
+                ('order', fields.ForeignKeyField('cashier.Order', source_field='order_id', db_constraint=True, to_field='order_no', related_name='refunds', on_delete=OnDelete.RESTRICT)),
+                ('institution_id', fields.CharField(max_length=40)),
+                ('out_refund_no', fields.CharField(max_length=64)),
+                ('amount_fen', fields.BigIntField()),
+                ('reason', fields.CharField(default='', max_length=255)),
+                ('status', fields.CharEnumField(default=RefundStatus.processing, description='processing: processing\nsucceeded: succeeded\nfailed: failed', enum_type=RefundStatus, max_length=12)),
+                ('channel_refund_no', fields.CharField(default='', max_length=64)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('finished_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'cashier_refund', 'app': 'cashier', 'unique_together': (('institution_id', 'out_refund_no'),), 'indexes': [Index(fields=['status', 'updated_at']), Index(fields=['institution_id', 'finished_at'])], 'pk_attr': 'refund_no'},
+            bases=['Model'],
+        ),
+    ]

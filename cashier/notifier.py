@@ -1,0 +1,274 @@
+"""Hospital notifications through a transactional outbox (SPEC §6, API.md "Notification").
+
+``enqueue`` writes the notification row in the same transaction as the state change it
+reports, so a change is never without its notification and never notified twice.
+``deliver_due`` claims due rows with a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL,
+so several workers on several hosts share the queue), POSTs each, signed by the platform
+with the receiving institution's secret, and records every attempt. A worker killed
+mid-delivery leaves its lease behind; the row is claimed again when the lease runs out,
+so nothing is lost (the institution may see a notification twice: it carries
+``notification_id`` to tell).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+import httpx
+from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
+
+from cardcore import access, signing
+from cardcore.clock import iso, utcnow
+from cardcore.runtime import Runtime
+from cardcore.paging import newest_first
+from cashier.errors import NotificationNotFound
+from cashier.models import Notification, NotificationAttempt, NotificationStatus, Order, Refund
+
+log = logging.getLogger("ehc.cashier.notifier")
+
+# Delay before each retry, as the channels schedule theirs (SPEC §6): 15 retries after the first try.
+RETRY_SCHEDULE_S = (15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600)
+BATCH = 50
+CONCURRENT_DELIVERIES = 32
+ACCEPTED_ANSWER = "SUCCESS"
+
+# Set when this process committed a notification, so its worker delivers without waiting for the next poll.
+_pending = asyncio.Event()
+
+
+def notification_body(order: Order, event: str, refund: Refund | None = None) -> dict:
+    body = {
+        "event": event,
+        "order_no": order.order_no,
+        "out_trade_no": order.out_trade_no,
+        "amount_fen": order.amount_fen,
+        "status": order.status.value,
+        "channel": order.channel,
+        "channel_trade_no": order.channel_trade_no,
+        "paid_fen": order.paid_fen,
+        "insurance_fen": order.insurance_fen,
+        "self_pay_fen": order.paid_fen - order.insurance_fen,
+        "paid_at": iso(order.paid_at),
+        "closed_at": iso(order.closed_at),
+    }
+    if refund is not None:
+        body.update(
+            refund_no=refund.refund_no,
+            out_refund_no=refund.out_refund_no,
+            refund_fen=refund.amount_fen,
+            refund_status=refund.status.value,
+            refunded_at=iso(refund.finished_at),
+        )
+    return body
+
+
+async def enqueue(conn, order: Order, event: str, refund: Refund | None = None) -> Notification | None:
+    """Add a notification inside the caller's transaction ``conn`` (none for orders without notify_url)."""
+    if not order.notify_url:
+        return None
+    notification = await Notification.create(
+        using_db=conn,
+        institution_id=order.institution_id,
+        order_no=order.order_no,
+        out_trade_no=order.out_trade_no,
+        event=event,
+        url=order.notify_url,
+        body="",
+        next_attempt_at=utcnow(),
+    )
+    # The id goes into the body, so the institution can recognise a repeated delivery.
+    body = {"notification_id": str(notification.id), **notification_body(order, event, refund)}
+    notification.body = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    await notification.save(using_db=conn, update_fields=["body"])
+    return notification
+
+
+def wake() -> None:
+    """Tell this process's worker that a notification was committed."""
+    _pending.set()
+
+
+async def wait_for_work(timeout_s: float) -> None:
+    try:
+        await asyncio.wait_for(_pending.wait(), timeout_s)
+    except asyncio.TimeoutError:
+        pass
+    _pending.clear()
+
+
+async def _claim(owner: str, lease_s: int, limit: int) -> list[Notification]:
+    moment = utcnow()
+    async with in_transaction() as conn:
+        due = (
+            Notification.filter(status=NotificationStatus.pending, next_attempt_at__lte=moment)
+            .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=moment))
+            .order_by("next_attempt_at", "id")
+            .limit(limit)
+            .select_for_update(skip_locked=True)
+            .using_db(conn)
+        )
+        rows = await due
+        if rows:
+            await Notification.filter(id__in=[r.id for r in rows]).using_db(conn).update(
+                lease_owner=owner, lease_until=moment + timedelta(seconds=lease_s)
+            )
+    return rows
+
+
+async def _secret_of(rt: Runtime, institution_id: str) -> str | None:
+    client = await access.client_for_auth(rt, institution_id)
+    return client.secret if client is not None else None
+
+
+def _path_with_query(url: str) -> str:
+    parts = urlsplit(url)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+async def _post(rt: Runtime, http: httpx.AsyncClient, notification: Notification) -> tuple[int | None, str, str]:
+    """(HTTP status, outcome, detail) of one delivery attempt."""
+    secret = await _secret_of(rt, notification.institution_id)
+    if secret is None:
+        return None, "error", "institution unknown"
+    body = notification.body.encode()
+    headers = signing.signed_headers(
+        signing.PLATFORM_CLIENT_ID, secret, "POST", _path_with_query(notification.url), body
+    )
+    headers["Content-Type"] = "application/json; charset=utf-8"
+    try:
+        reply = await http.post(notification.url, content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        return None, "error", f"{type(exc).__name__}: {exc}"[:255]
+    answer = reply.text.strip()
+    if reply.status_code == 200 and answer == ACCEPTED_ANSWER:
+        return reply.status_code, "delivered", ""
+    return reply.status_code, "refused", answer[:255]
+
+
+async def _deliver_one(rt: Runtime, http: httpx.AsyncClient, notification: Notification, owner: str) -> bool:
+    started = time.monotonic()
+    number = notification.attempts + 1
+    status, outcome, detail = await _post(rt, http, notification)
+    duration_ms = int((time.monotonic() - started) * 1000)
+    moment = utcnow()
+    changes: dict = {"attempts": number, "lease_owner": None, "lease_until": None, "last_error": detail}
+    if outcome == "delivered":
+        changes.update(status=NotificationStatus.delivered, delivered_at=moment)
+    elif number > len(RETRY_SCHEDULE_S):
+        changes.update(status=NotificationStatus.failed)
+    else:
+        changes.update(next_attempt_at=moment + timedelta(seconds=RETRY_SCHEDULE_S[number - 1]))
+    async with in_transaction() as conn:
+        await NotificationAttempt.create(
+            using_db=conn,
+            notification_id=notification.id,
+            number=number,
+            http_status=status,
+            outcome=outcome,
+            detail=detail,
+            duration_ms=duration_ms,
+        )
+        # Only the lease holder records the result; a worker whose lease ran out lost the row.
+        await Notification.filter(id=notification.id, lease_owner=owner).using_db(conn).update(**changes)
+    if outcome != "delivered":
+        log.warning(
+            "notification not accepted",
+            extra={"notification_id": notification.id, "order_no": notification.order_no, "attempt": number,
+                   "outcome": outcome, "detail": detail},
+        )
+    return outcome == "delivered"
+
+
+async def deliver_due(rt: Runtime, http: httpx.AsyncClient, owner: str | None = None, limit: int = BATCH) -> int:
+    """Deliver the notifications that are due now; returns how many were attempted."""
+    owner = owner or secrets.token_hex(8)
+    rows = await _claim(owner, rt.settings.notify_lease_s, limit)
+    if not rows:
+        return 0
+    slots = asyncio.Semaphore(CONCURRENT_DELIVERIES)
+
+    async def one(row: Notification) -> None:
+        async with slots:
+            try:
+                await _deliver_one(rt, http, row, owner)
+            except Exception:  # one bad row must not stop the others; its lease brings it back
+                log.exception("notification delivery failed", extra={"notification_id": row.id})
+
+    await asyncio.gather(*(one(row) for row in rows))
+    return len(rows)
+
+
+async def get_notification(notification_id: int) -> Notification:
+    notification = await Notification.get_or_none(id=notification_id)
+    if notification is None:
+        raise NotificationNotFound()
+    return notification
+
+
+async def resend(notification_id: int) -> Notification:
+    """Admin resend: deliver again now, on a fresh retry schedule (the attempt log restarts at 1)."""
+    await get_notification(notification_id)
+    await Notification.filter(id=notification_id).update(
+        status=NotificationStatus.pending, attempts=0, next_attempt_at=utcnow(), lease_owner=None, lease_until=None
+    )
+    wake()
+    return await Notification.get(id=notification_id)
+
+
+async def list_notifications(
+    *, limit: int, cursor: str | None = None, status: str | None = None, institution_id: str | None = None,
+    order_no: str | None = None,
+) -> tuple[list[Notification], str | None]:
+    """Newest first; the cursor is the id of the last row of the previous page."""
+    query = Notification.all()
+    if status:
+        query = query.filter(status=status)
+    if institution_id:
+        query = query.filter(institution_id=institution_id)
+    if order_no:
+        query = query.filter(order_no=order_no)
+    return await newest_first(query, limit=limit, cursor=cursor)
+
+
+async def attempts_of(notification_id: int) -> list[NotificationAttempt]:
+    return await NotificationAttempt.filter(notification_id=notification_id).order_by("number", "id")
+
+
+def notification_view(notification: Notification, attempts: list[NotificationAttempt] | None = None) -> dict:
+    view = {
+        "id": str(notification.id),
+        "institution_id": notification.institution_id,
+        "order_no": notification.order_no,
+        "out_trade_no": notification.out_trade_no,
+        "event": notification.event,
+        "url": notification.url,
+        "status": notification.status.value,
+        "attempts": notification.attempts,
+        "next_attempt_at": iso(notification.next_attempt_at),
+        # Set while a worker is delivering it; a dead worker's lease simply runs out.
+        "in_delivery_until": iso(notification.lease_until),
+        "last_error": notification.last_error,
+        "created_at": iso(notification.created_at),
+        "delivered_at": iso(notification.delivered_at),
+        "body": json.loads(notification.body) if notification.body else None,
+    }
+    if attempts is not None:
+        view["attempt_log"] = [
+            {
+                "number": a.number,
+                "http_status": a.http_status,
+                "outcome": a.outcome,
+                "detail": a.detail,
+                "duration_ms": a.duration_ms,
+                "at": iso(a.at),
+            }
+            for a in attempts
+        ]
+    return view

@@ -1,0 +1,318 @@
+"""Payment orders: creation, paying through a channel, settlement, closing (SPEC §6).
+
+States: created → paying → paid | closed; paid → refunding → refunded | partially_refunded
+(refunds live in ``cashier.refunds``). Every state change is a guarded update inside a
+transaction with the order row locked, and writes its hospital notification in the same
+transaction (``cashier.notifier.enqueue``). ``settle_payment`` is the only place that turns
+what a channel says (callback, query, counter payment) into a paid order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from cardcore import crypto
+from cardcore.errors import CardNotFound, ValidationFailed
+from cardcore.models import Card
+from cardcore.clock import iso, utcnow
+from cardcore.runtime import Runtime
+from cashier import accounts, channels, notifier
+from cashier.channels.base import ChannelRefused, PayAction, PaymentRequest, PaymentState
+from cashier.errors import AmountMismatch, DuplicateOutTradeNo, OrderAlreadyPaid, OrderNotFound, OrderNotPayable
+from cashier.models import Order, OrderStatus
+
+log = logging.getLogger("ehc.cashier")
+
+UNPAID = (OrderStatus.created, OrderStatus.paying)
+# A paid order stays paid however often the channel says so again.
+SETTLEABLE = (OrderStatus.created, OrderStatus.paying, OrderStatus.closed)
+MAX_AMOUNT_FEN = 100_000_000_00  # one hundred million yuan: anything above is a typing error
+
+
+def new_order_no(prefix: str = "") -> str:
+    """Time-ordered and unguessable: the cashier page is reached by it, without login."""
+    return f"{prefix}{utcnow():%Y%m%d%H%M%S}{secrets.randbelow(10**14):014d}"
+
+
+class OrderRequest(BaseModel):
+    """``POST /cashier/v1/orders`` (API.md)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    out_trade_no: str = Field(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_\-|*@.]+$")
+    amount_fen: int = Field(ge=1, le=MAX_AMOUNT_FEN, strict=True, description="integer fen")
+    subject: str = Field(min_length=1, max_length=128)
+    order_type: Literal["registration", "outpatient", "deposit", "prescription"]
+    health_card_id: str | None = Field(None, pattern=r"^[0-9A-F]{64}$")
+    notify_url: str = Field(max_length=512, description="where the platform POSTs the signed result")
+    return_url: str = Field("", max_length=512, description="where the cashier page sends the resident afterwards")
+    expire_minutes: int | None = Field(None, ge=1, le=7 * 24 * 60)
+
+    @field_validator("notify_url", "return_url")
+    @classmethod
+    def _http_url(cls, value: str, info) -> str:
+        if value == "" and info.field_name == "return_url":
+            return value
+        if not value.startswith(("http://", "https://")) or " " in value:
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    def digest(self) -> str:
+        """Fingerprint of the request, telling a repeated creation from a conflicting one."""
+        canonical = json.dumps(self.model_dump(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return crypto.sm3_hex(canonical.encode())
+
+
+async def create_order(rt: Runtime, institution_id: str, request: OrderRequest) -> tuple[Order, bool]:
+    """The order; ``True`` when created now. The same request again returns the same order."""
+    if request.health_card_id and not await Card.exists(health_card_id=request.health_card_id):
+        raise CardNotFound()
+    return await open_order(
+        rt,
+        institution_id,
+        request.digest(),
+        out_trade_no=request.out_trade_no,
+        amount_fen=request.amount_fen,
+        subject=request.subject,
+        order_type=request.order_type,
+        health_card_id=request.health_card_id,
+        notify_url=request.notify_url,
+        return_url=request.return_url,
+        expires_at=utcnow() + timedelta(minutes=request.expire_minutes or rt.settings.order_expire_minutes),
+    )
+
+
+async def open_order(rt: Runtime, institution_id: str, digest: str, **fields) -> tuple[Order, bool]:
+    """Insert an order once per (institution, out_trade_no); ``digest`` tells a retry from a conflict."""
+    out_trade_no = fields["out_trade_no"]
+    existing = await Order.get_or_none(institution_id=institution_id, out_trade_no=out_trade_no)
+    if existing is None:
+        fields.setdefault("expires_at", utcnow() + timedelta(minutes=rt.settings.order_expire_minutes))
+        try:
+            order = await Order.create(
+                order_no=new_order_no(), institution_id=institution_id, request_digest=digest, **fields
+            )
+            return order, True
+        except IntegrityError:
+            # The same out_trade_no created at this moment by a concurrent request.
+            existing = await Order.get(institution_id=institution_id, out_trade_no=out_trade_no)
+    if existing.request_digest != digest:
+        raise DuplicateOutTradeNo()
+    return existing, False
+
+
+async def get_order(order_no: str, institution_id: str | None = None) -> Order:
+    """An order; an institution sees only its own (others are not found)."""
+    order = await Order.get_or_none(order_no=order_no)
+    if order is None or (institution_id is not None and order.institution_id != institution_id):
+        raise OrderNotFound()
+    return order
+
+
+async def find_order(institution_id: str, out_trade_no: str) -> Order:
+    order = await Order.get_or_none(institution_id=institution_id, out_trade_no=out_trade_no)
+    if order is None:
+        raise OrderNotFound()
+    return order
+
+
+def is_expired(order: Order, moment: datetime | None = None) -> bool:
+    return order.expires_at <= (moment or utcnow())
+
+
+def payment_request(
+    rt: Runtime, order: Order, channel_code: str, method: str, client_ip: str, payer_id: str = ""
+) -> PaymentRequest:
+    return PaymentRequest(
+        order_no=order.order_no,
+        amount_fen=order.amount_fen,
+        subject=order.subject,
+        expires_at=order.expires_at,
+        notify_url=f"{rt.settings.base_url}/cashier/notify/{channel_code}",
+        return_url=f"{rt.settings.base_url}/cashier/{order.order_no}/result",
+        client_ip=client_ip,
+        method=method,
+        payer_id=payer_id,
+    )
+
+
+async def _mark_paying(order: Order, channel_code: str, method: str) -> None:
+    changed = await Order.filter(order_no=order.order_no, status__in=UNPAID).update(
+        status=OrderStatus.paying, channel=channel_code, method=method, failure_reason=""
+    )
+    if not changed:
+        raise OrderNotPayable(f"the order is {(await Order.get(order_no=order.order_no)).status.value}")
+    order.status, order.channel, order.method = OrderStatus.paying, channel_code, method
+
+
+async def start_payment(rt: Runtime, order_no: str, method: str, *, client_ip: str, payer_id: str = "") -> PayAction:
+    """Open the payment at the channel serving ``method``; the answer tells the page what to do."""
+    try:
+        channel_code = channels.channel_of_method(method)
+    except LookupError:
+        raise ValidationFailed(f"unknown pay method {method}") from None
+    order = await get_order(order_no)
+    if order.status not in UNPAID or is_expired(order):
+        raise OrderNotPayable("the order is paid, closed or expired")
+    channel = await accounts.channel_for(rt, order.institution_id, channel_code)
+    if order.status is OrderStatus.paying and order.channel and order.channel != channel_code:
+        # The resident changes channel: the first one must not be able to take the money too.
+        await _close_at_channel(rt, order)
+    await _mark_paying(order, channel_code, method)
+    return await channel.create_payment(payment_request(rt, order, channel_code, method, client_ip, payer_id))
+
+
+async def settle_payment(rt: Runtime, order_no: str, state: PaymentState, source: str) -> bool:
+    """Record what the channel says about a payment; ``True`` when the order became paid now.
+
+    Anything but "paid" changes nothing (closing is the platform's decision, on expiry or on
+    request). A wrong amount is refused. Duplicates, in any order, are no-ops.
+    """
+    if state.status != "paid":
+        return False
+    async with in_transaction() as conn:
+        order = await Order.select_for_update().using_db(conn).get_or_none(order_no=order_no)
+        if order is None:
+            raise OrderNotFound()
+        if state.amount_fen != order.amount_fen:
+            log.error(
+                "channel reports a different amount",
+                extra={"order_no": order_no, "source": source, "order_fen": order.amount_fen, "channel_fen": state.amount_fen},
+            )
+            raise AmountMismatch(details={"order_fen": order.amount_fen, "channel_fen": state.amount_fen})
+        if order.status not in SETTLEABLE:
+            return False
+        if order.status is OrderStatus.closed:
+            # Money moved although the order was closed: the channel is right, the institution refunds.
+            log.warning("payment after close", extra={"order_no": order_no, "source": source})
+        order.status = OrderStatus.paid
+        order.paid_fen = state.amount_fen
+        order.insurance_fen = state.insurance_fen
+        order.paid_at = state.paid_at or utcnow()
+        order.channel_trade_no = state.channel_trade_no
+        order.closed_at = None
+        await order.save(using_db=conn)
+        await notifier.enqueue(conn, order, "order.paid")
+    notifier.wake()
+    log.info("order paid", extra={"order_no": order_no, "source": source, "channel": order.channel})
+    return True
+
+
+async def _mark_closed(order_no: str, reason: str = "") -> bool:
+    async with in_transaction() as conn:
+        order = await Order.select_for_update().using_db(conn).get(order_no=order_no)
+        if order.status not in UNPAID:
+            return False
+        order.status = OrderStatus.closed
+        order.closed_at = utcnow()
+        if reason:
+            order.failure_reason = reason[:255]
+        await order.save(using_db=conn)
+        await notifier.enqueue(conn, order, "order.closed")
+    notifier.wake()
+    return True
+
+
+async def _close_at_channel(rt: Runtime, order: Order) -> None:
+    """Close the order at its channel, unless the channel has it paid: then settle it and refuse."""
+    channel = await accounts.channel_for(rt, order.institution_id, order.channel)
+
+    async def refuse_if_paid() -> None:
+        state = await channel.query(order.order_no)
+        if state.status == "paid":
+            await settle_payment(rt, order.order_no, state, "query")
+            raise OrderAlreadyPaid()
+
+    await refuse_if_paid()
+    try:
+        await channel.close(order.order_no)
+    except ChannelRefused:
+        await refuse_if_paid()  # paid in between; any other refusal is the channel's to explain
+        raise
+
+
+async def close_order(rt: Runtime, order_no: str, institution_id: str | None = None, reason: str = "") -> Order:
+    """Close an unpaid order here and at its channel. A paid order is refused (refund it)."""
+    order = await get_order(order_no, institution_id)
+    if order.status is OrderStatus.closed:
+        return order
+    if order.status not in UNPAID:
+        raise OrderAlreadyPaid()
+    if order.channel:
+        await _close_at_channel(rt, order)
+    if not await _mark_closed(order_no, reason):
+        order = await get_order(order_no)
+        if order.status is not OrderStatus.closed:
+            raise OrderAlreadyPaid()
+    return await get_order(order_no)
+
+
+async def query_and_settle(rt: Runtime, order: Order) -> PaymentState:
+    """Ask the order's channel how the payment stands, and record it."""
+    channel = await accounts.channel_for(rt, order.institution_id, order.channel)
+    state = await channel.query(order.order_no)
+    await settle_payment(rt, order.order_no, state, "query")
+    return state
+
+
+@dataclass(frozen=True)
+class ChannelChoice:
+    method: str
+    channel: str
+    title: str
+
+
+# What the cashier page offers, in this order (API.md channel codes).
+PAGE_METHODS = (
+    ChannelChoice("wechat_jsapi", "wechat", "微信支付"),
+    ChannelChoice("wechat_h5", "wechat", "微信支付"),
+    ChannelChoice("alipay_wap", "alipay", "支付宝"),
+    ChannelChoice("unionpay", "unionpay", "银联云闪付"),
+    ChannelChoice("insurance", "insurance", "医保移动支付"),
+)
+
+
+def methods_for_browser(user_agent: str, open_channels: list[str]) -> list[ChannelChoice]:
+    """Channels that work where the page is open: WeChat → WeChat Pay, Alipay → Alipay, else all."""
+    if "MicroMessenger" in user_agent:
+        wanted = {"wechat_jsapi", "insurance"}
+    elif "AlipayClient" in user_agent:
+        wanted = {"alipay_wap", "insurance"}
+    else:
+        wanted = {"wechat_h5", "alipay_wap", "unionpay", "insurance"}
+    return [c for c in PAGE_METHODS if c.method in wanted and c.channel in open_channels]
+
+
+def order_view(rt: Runtime, order: Order) -> dict:
+    return {
+        "order_no": order.order_no,
+        "out_trade_no": order.out_trade_no,
+        "amount_fen": order.amount_fen,
+        "subject": order.subject,
+        "order_type": order.order_type,
+        "health_card_id": order.health_card_id,
+        "status": order.status.value,
+        "channel": order.channel,
+        "method": order.method,
+        "channel_trade_no": order.channel_trade_no,
+        "paid_fen": order.paid_fen,
+        "insurance_fen": order.insurance_fen,
+        "self_pay_fen": order.paid_fen - order.insurance_fen,
+        "refunded_fen": order.refunded_fen,
+        "failure_reason": order.failure_reason,
+        "cashier_url": f"{rt.settings.base_url}/cashier/{order.order_no}",
+        "return_url": order.return_url,
+        "expires_at": iso(order.expires_at),
+        "paid_at": iso(order.paid_at),
+        "closed_at": iso(order.closed_at),
+        "created_at": iso(order.created_at),
+    }

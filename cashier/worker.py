@@ -1,0 +1,76 @@
+"""The cashier's background work: deliver hospital notifications and sweep silent or expired
+orders. ``serve`` runs it in every server worker (unless ``EHC_RUN_WORKER=0``);
+``python -m openplatform worker`` runs it alone. Any number may run at once: notifications
+are claimed with leases, sweeps take a shared lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+
+import httpx
+
+from cardcore.runtime import Runtime
+from cashier import notifier, sweeper
+
+log = logging.getLogger("ehc.cashier.worker")
+
+
+class Worker:
+    def __init__(self, rt: Runtime, http: httpx.AsyncClient | None = None) -> None:
+        self.rt = rt
+        self.owner = secrets.token_hex(8)
+        self._http = http
+        self._owned_http = http is None
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        settings = self.rt.settings
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=settings.provider_timeout_s)
+        log.info("cashier worker started", extra={"worker": self.owner})
+        try:
+            await asyncio.gather(self._deliver_forever(), self._sweep_forever())
+        finally:
+            if self._owned_http:
+                await self._http.aclose()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        notifier.wake()
+
+    async def _deliver_forever(self) -> None:
+        poll_s = self.rt.settings.worker_poll_ms / 1000
+        while not self._stopping.is_set():
+            try:
+                delivered = await notifier.deliver_due(self.rt, self._http, self.owner)
+            except Exception:  # the database may be away for a moment; try again next poll
+                log.exception("notification delivery pass failed")
+                delivered = 0
+            if delivered < notifier.BATCH:
+                await notifier.wait_for_work(poll_s)
+
+    async def _sweep_forever(self) -> None:
+        interval_s = self.rt.settings.sweep_interval_s
+        while not self._stopping.is_set():
+            try:
+                await sweeper.sweep(self.rt)
+            except Exception:
+                log.exception("sweep failed")
+            try:
+                await asyncio.wait_for(self._stopping.wait(), interval_s)
+            except asyncio.TimeoutError:
+                pass
+
+
+async def run_standalone(rt: Runtime) -> None:
+    """``python -m openplatform worker``: until SIGINT or SIGTERM."""
+    import signal
+
+    worker = Worker(rt)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, worker.stop)
+    await worker.run()

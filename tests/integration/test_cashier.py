@@ -1,0 +1,587 @@
+"""Unified cashier over HTTP: orders, each channel's pay flow through the real SDKs and the
+mock gateways, callbacks exactly once, hospital notifications, refunds, counter scan pay,
+the sweeper and bills.
+
+The app is served on a real port too (tests/conftest.py), so wechatpy and
+python-alipay-sdk reach the mock gateways over TCP; the mocks' own callbacks and the
+hospital notifications run in process. Background work is driven by the tests:
+``deliver_due`` for notifications, ``sweep`` for the sweeper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import secrets
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from cardcore import signing
+from cardcore.clock import utcnow
+from cashier import accounts, notifier, orders, sweeper
+from cashier.channels.dev import mock_merchant_configs
+from cashier.models import Notification, NotificationStatus, Order, Refund
+from tests.integration.test_access import assert_refused
+from tests.integration.test_resident_api import strong_account
+
+pytestmark = pytest.mark.usefixtures("clean_mocks")
+
+
+@pytest.fixture
+async def clean_mocks(http):
+    for channel in ("wechat", "alipay", "unionpay", "insurance"):
+        await http.delete(f"/_mock/{channel}/pay/faults")
+    await http.delete("/_mock/institution/behaviour")
+    yield
+    for channel in ("wechat", "alipay", "unionpay", "insurance"):
+        await http.delete(f"/_mock/{channel}/pay/faults")
+    await http.delete("/_mock/institution/behaviour")
+
+
+@pytest.fixture(scope="session")
+async def platform_channels(rt):
+    for config in mock_merchant_configs(rt.settings).values():
+        await accounts.save_account(rt, accounts.PLATFORM_ACCOUNT, config)
+
+
+@pytest.fixture
+async def hospital(rt, institution, platform_channels):
+    """An approved institution with an account at every mock channel."""
+    for config in mock_merchant_configs(rt.settings).values():
+        await accounts.save_account(rt, institution.client_id, config)
+    return institution
+
+
+@pytest.fixture
+async def delivery():
+    async with httpx.AsyncClient(timeout=10) as client:
+        yield client
+
+
+def order_body(settings, **overrides) -> dict:
+    body = {
+        "out_trade_no": "HIS" + secrets.token_hex(8),
+        "amount_fen": 12_345,
+        "subject": "门诊缴费 处方 3 项",
+        "order_type": "outpatient",
+        "notify_url": f"{settings.base_url}/_mock/institution/notify",
+        "return_url": "https://his.example.org/paid",
+    }
+    body.update(overrides)
+    return body
+
+
+async def new_order(hospital, settings, **overrides) -> dict:
+    reply = await hospital.post("/cashier/v1/orders", order_body(settings, **overrides))
+    assert reply.status_code == 201, reply.text
+    return reply.json()
+
+
+async def eventually(check, timeout_s: float = 15.0, interval_s: float = 0.05):
+    """Poll ``check`` (async, returns a truthy value when done) until it succeeds."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        result = await check()
+        if result:
+            return result
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(interval_s)
+
+
+async def order_status(order_no: str) -> str:
+    return (await Order.get(order_no=order_no)).status.value
+
+
+async def paid(order_no: str):
+    return await order_status(order_no) == "paid"
+
+
+async def received(http, out_trade_no: str) -> list[dict]:
+    return (await http.get("/_mock/institution/notifications", params={"out_trade_no": out_trade_no})).json()["items"]
+
+
+async def deliver_all(rt, delivery) -> None:
+    while await notifier.deliver_due(rt, delivery):
+        pass
+
+
+async def pay_through(http, order: dict, method: str) -> dict:
+    reply = await http.post(f"/cashier/{order['order_no']}/pay", json={"channel": method})
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
+async def confirm(http, channel: str, order_no: str) -> None:
+    reply = await http.post(f"/_mock/{channel}/pay/orders/{order_no}/confirm")
+    assert reply.status_code in (200, 302, 303), reply.text
+
+
+# --- orders -----------------------------------------------------------------------------
+
+
+async def test_order_creation_is_idempotent_and_conflicts_are_refused(hospital, settings):
+    body = order_body(settings)
+    first = await hospital.post("/cashier/v1/orders", body)
+    assert first.status_code == 201
+    order = first.json()
+    assert order["status"] == "created" and order["amount_fen"] == 12_345
+    assert order["cashier_url"] == f"{settings.base_url}/cashier/{order['order_no']}"
+    again = await hospital.post("/cashier/v1/orders", body)
+    assert again.status_code == 200 and again.json()["order_no"] == order["order_no"]
+    conflict = await hospital.post("/cashier/v1/orders", {**body, "amount_fen": 1})
+    assert_refused(conflict, 409, "DUPLICATE_OUT_TRADE_NO")
+    looked_up = await hospital.get(f"/cashier/v1/orders?out_trade_no={body['out_trade_no']}")
+    assert looked_up.json()["order_no"] == order["order_no"]
+
+
+async def test_concurrent_creation_makes_one_order(hospital, settings):
+    body = order_body(settings)
+    replies = await asyncio.gather(*(hospital.post("/cashier/v1/orders", body) for _ in range(8)))
+    assert sorted(r.status_code for r in replies) == [200] * 7 + [201]
+    assert len({r.json()["order_no"] for r in replies}) == 1
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"amount_fen": 12.5}, "amount_fen"),
+        ({"amount_fen": "100"}, "amount_fen"),
+        ({"amount_fen": 0}, "amount_fen"),
+        ({"notify_url": "ftp://his/notify"}, "notify_url"),
+        ({"order_type": "lottery"}, "order_type"),
+        ({"health_card_id": "not-a-card"}, "health_card_id"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
+async def test_bad_orders_get_clear_errors(hospital, settings, change, field):
+    reply = await hospital.post("/cashier/v1/orders", order_body(settings, **change))
+    assert_refused(reply, 422, "VALIDATION_ERROR")
+    assert field in json.dumps(reply.json()["details"])
+
+
+async def test_orders_of_other_institutions_are_not_found(http, admin, hospital, settings):
+    from tests.conftest import register_institution
+
+    order = await new_order(hospital, settings)
+    other = await register_institution(http, admin)
+    assert_refused(await other.get(f"/cashier/v1/orders/{order['order_no']}"), 404, "ORDER_NOT_FOUND")
+    assert_refused(await other.post(f"/cashier/v1/orders/{order['order_no']}/close"), 404, "ORDER_NOT_FOUND")
+
+
+async def test_cashier_page_offers_the_channels_of_the_browser(http, hospital, settings):
+    order = await new_order(hospital, settings)
+    page = await http.get(f"/cashier/{order['order_no']}", headers={"User-Agent": "Mozilla/5.0 (iPhone) Mobile Safari"})
+    assert page.status_code == 200 and "¥ 123.45" in page.text
+    for method in ("wechat_h5", "alipay_wap", "unionpay", "insurance"):
+        assert f'data-method="{method}"' in page.text
+    in_wechat = await http.get(f"/cashier/{order['order_no']}", headers={"User-Agent": "Mozilla/5.0 MicroMessenger/8.0"})
+    assert 'data-method="wechat_jsapi"' in in_wechat.text and "alipay_wap" not in in_wechat.text
+    in_alipay = await http.get(f"/cashier/{order['order_no']}", headers={"User-Agent": "Mozilla/5.0 AlipayClient/10.5"})
+    assert 'data-method="alipay_wap"' in in_alipay.text and "wechat" not in in_alipay.text
+
+
+# --- paying, per channel ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "method, channel, action",
+    [("wechat_h5", "wechat", "redirect"), ("alipay_wap", "alipay", "redirect"), ("unionpay", "unionpay", "redirect"),
+     ("insurance", "insurance", "redirect")],
+)
+async def test_full_pay_flow_per_channel(http, rt, hospital, settings, delivery, method, channel, action):
+    order = await new_order(hospital, settings)
+    started = await pay_through(http, order, method)
+    assert started["action"] == action
+    assert (await hospital.get(f"/cashier/v1/orders/{order['order_no']}")).json()["status"] == "paying"
+    await confirm(http, channel, order["order_no"])
+    await eventually(lambda: paid(order["order_no"]))
+    shown = (await hospital.get(f"/cashier/v1/orders/{order['order_no']}")).json()
+    assert shown["paid_fen"] == 12_345 and shown["channel"] == channel and shown["channel_trade_no"]
+    assert shown["insurance_fen"] + shown["self_pay_fen"] == 12_345
+    if channel == "insurance":
+        assert shown["insurance_fen"] > 0
+    await deliver_all(rt, delivery)
+    items = await received(http, order["out_trade_no"])
+    assert [i["body"]["event"] for i in items] == ["order.paid"]
+    notice = items[0]
+    assert notice["body"]["order_no"] == order["order_no"] and notice["body"]["amount_fen"] == 12_345
+    # Signed by the platform with the institution's own secret, as API.md says.
+    headers = httpx.Headers(notice["headers"])
+    assert headers["X-EHC-Client"] == "platform"
+    parts = signing.read_signed_parts(headers)
+    assert signing.signature_matches(
+        hospital.secret, "POST", "/_mock/institution/notify", parts, notice["raw_body"].encode()
+    )
+    result = await http.get(f"/cashier/{order['order_no']}/result")
+    assert result.status_code == 200 and 'data-status="paid"' in result.text
+
+
+async def test_wechat_jsapi_asks_for_the_payers_openid_once(http, hospital, settings):
+    order = await new_order(hospital, settings)
+    first = await pay_through(http, order, "wechat_jsapi")
+    assert first["action"] == "redirect" and "/_mock/wechat/connect/oauth2/authorize" in first["url"]
+    consent = await http.get(first["url"].replace(settings.base_url, ""), follow_redirects=False)
+    back = consent.headers["location"]
+    landing = await http.get(back.replace(settings.base_url, ""), follow_redirects=False)
+    assert landing.status_code == 302 and landing.headers["location"].endswith("autopay=wechat_jsapi")
+    second = await pay_through(http, order, "wechat_jsapi")
+    http.cookies.clear()
+    assert second["action"] == "jsapi"
+    params = second.get("params", second)
+    assert params["package"].startswith("prepay_id=") and params["paySign"]
+
+
+async def test_paid_or_expired_orders_cannot_be_paid(http, hospital, settings):
+    order = await new_order(hospital, settings)
+    await pay_through(http, order, "alipay_wap")
+    await confirm(http, "alipay", order["order_no"])
+    await eventually(lambda: paid(order["order_no"]))
+    again = await http.post(f"/cashier/{order['order_no']}/pay", json={"channel": "wechat_h5"})
+    assert_refused(again, 409, "ORDER_NOT_PAYABLE")
+    unknown = await http.post(f"/cashier/{order['order_no']}/pay", json={"channel": "bitcoin"})
+    assert unknown.status_code in (409, 422)
+
+
+# --- callbacks ----------------------------------------------------------------------------
+
+
+async def captured_callback(http, rt, order: dict, method: str, **faults) -> tuple[dict, bytes]:
+    """Pay at the channel with its notification sent to the recorder, and return that request."""
+    channel_code = orders.channels.channel_of_method(method)
+    record = await Order.get(order_no=order["order_no"])
+    channel = await accounts.channel_for(rt, record.institution_id, channel_code)
+    await orders._mark_paying(record, channel_code, method)
+    request = orders.payment_request(rt, record, channel_code, method, "127.0.0.1")
+    sink = f"{rt.settings.base_url}/_mock/institution/notify?out_trade_no=cb-{order['order_no']}"
+    await channel.create_payment(request.__class__(**{**request.__dict__, "notify_url": sink}))
+    if faults:
+        await http.post(f"/_mock/{channel_code}/pay/faults", json=faults)
+    await confirm(http, channel_code, order["order_no"])
+    items = await eventually(lambda: received(http, f"cb-{order['order_no']}"))
+    return items[0]["headers"], items[0]["raw_body"].encode()
+
+
+async def post_callback(http, channel: str, headers: dict, body: bytes) -> httpx.Response:
+    keep = {k: v for k, v in headers.items() if k.lower() in ("content-type",)}
+    return await http.post(f"/cashier/notify/{channel}", content=body, headers=keep)
+
+
+async def test_ten_concurrent_duplicate_callbacks_change_the_order_once(http, rt, hospital, settings):
+    order = await new_order(hospital, settings)
+    headers, body = await captured_callback(http, rt, order, "wechat_h5")
+    replies = await asyncio.gather(*(post_callback(http, "wechat", headers, body) for _ in range(10)))
+    assert all(r.status_code == 200 and "SUCCESS" in r.text for r in replies)
+    assert await order_status(order["order_no"]) == "paid"
+    assert await Notification.filter(order_no=order["order_no"]).count() == 1
+
+
+async def test_duplicate_notifications_from_the_channel_are_harmless(http, rt, hospital, settings, delivery):
+    order = await new_order(hospital, settings)
+    await http.post("/_mock/alipay/pay/faults", json={"duplicate_notifies": 10})
+    await pay_through(http, order, "alipay_wap")
+    await confirm(http, "alipay", order["order_no"])
+    await eventually(lambda: paid(order["order_no"]))
+    await deliver_all(rt, delivery)
+    assert [i["body"]["event"] for i in await received(http, order["out_trade_no"])] == ["order.paid"]
+
+
+async def test_forged_signature_is_refused(http, rt, hospital, settings):
+    order = await new_order(hospital, settings)
+    headers, body = await captured_callback(http, rt, order, "wechat_h5", bad_notify_signature=True)
+    reply = await post_callback(http, "wechat", headers, body)
+    assert "FAIL" in reply.text
+    assert await order_status(order["order_no"]) == "paying"
+    assert await Notification.filter(order_no=order["order_no"]).count() == 0
+
+
+async def test_alipay_callback_with_a_forged_signature_is_refused(http, rt, hospital, settings):
+    order = await new_order(hospital, settings)
+    headers, body = await captured_callback(http, rt, order, "alipay_wap")
+    forged = body.replace(b"total_amount=123.45", b"total_amount=1.00")
+    assert forged != body
+    assert (await post_callback(http, "alipay", headers, forged)).text == "fail"
+    assert await order_status(order["order_no"]) == "paying"
+    assert (await post_callback(http, "alipay", headers, body)).text == "success"
+    assert await order_status(order["order_no"]) == "paid"
+
+
+async def test_wrong_amount_is_refused(http, rt, hospital, settings):
+    order = await new_order(hospital, settings)
+    headers, body = await captured_callback(http, rt, order, "wechat_h5", wrong_notify_amount=100)
+    reply = await post_callback(http, "wechat", headers, body)
+    assert "FAIL" in reply.text
+    assert await order_status(order["order_no"]) == "paying"
+
+
+async def test_callback_for_an_unknown_order_is_refused(http):
+    reply = await http.post("/cashier/notify/alipay", content=b"out_trade_no=1&sign=x", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert reply.status_code == 200 and reply.text == "fail"
+
+
+# --- hospital notifications -------------------------------------------------------------------
+
+
+async def test_notification_is_retried_on_schedule_until_the_institution_answers_success(http, rt, hospital, settings, delivery):
+    await http.post("/_mock/institution/behaviour", json={"fail_next": 2, "status": 500, "body": "busy"})
+    order = await new_order(hospital, settings)
+    await pay_through(http, order, "wechat_h5")
+    await confirm(http, "wechat", order["order_no"])
+    await eventually(lambda: paid(order["order_no"]))
+    row = await Notification.get(order_no=order["order_no"])
+    for attempt, wait_s in enumerate(notifier.RETRY_SCHEDULE_S[:2], start=1):
+        before = utcnow()
+        await notifier.deliver_due(rt, delivery)
+        row = await Notification.get(id=row.id)
+        assert (row.status, row.attempts) == (NotificationStatus.pending, attempt)
+        due_in = (row.next_attempt_at - before).total_seconds()
+        assert wait_s - 1 <= due_in <= wait_s + 5
+        assert await notifier.deliver_due(rt, delivery) == 0  # not due yet
+        await Notification.filter(id=row.id).update(next_attempt_at=utcnow())  # time passes
+    await notifier.deliver_due(rt, delivery)
+    row = await Notification.get(id=row.id)
+    assert (row.status, row.attempts) == (NotificationStatus.delivered, 3)
+    log = [a.outcome for a in await notifier.attempts_of(row.id)]
+    assert log == ["refused", "refused", "delivered"]
+    answered = [i["answered_success"] for i in await received(http, order["out_trade_no"])]
+    assert answered == [False, False, True]
+
+
+async def test_failed_notifications_are_listed_and_resent_by_admins(http, rt, admin, hospital, settings, delivery):
+    await http.post("/_mock/institution/behaviour", json={"fail_next": 100})
+    order = await new_order(hospital, settings)
+    await pay_through(http, order, "wechat_h5")
+    await confirm(http, "wechat", order["order_no"])
+    await eventually(lambda: paid(order["order_no"]))
+    row = await Notification.get(order_no=order["order_no"])
+    for _ in range(len(notifier.RETRY_SCHEDULE_S) + 1):
+        await Notification.filter(id=row.id).update(next_attempt_at=utcnow())
+        await notifier.deliver_due(rt, delivery)
+    row = await Notification.get(id=row.id)
+    assert row.status is NotificationStatus.failed and row.attempts == 16
+    listed = (await admin.get(f"/admin/v1/notifications?status=failed&order_no={order['order_no']}")).json()["items"]
+    assert [n["id"] for n in listed] == [str(row.id)]
+    detail = (await admin.get(f"/admin/v1/notifications/{row.id}")).json()
+    assert len(detail["attempt_log"]) == 16
+    await http.delete("/_mock/institution/behaviour")
+    resent = await admin.post(f"/admin/v1/notifications/{row.id}/resend")
+    assert resent.status_code == 200 and resent.json()["status"] == "pending"
+    await notifier.deliver_due(rt, delivery)
+    assert (await Notification.get(id=row.id)).status is NotificationStatus.delivered
+    assert_refused(await admin.post("/admin/v1/notifications/999999999/resend"), 404, "NOTIFICATION_NOT_FOUND")
+
+
+# --- refunds ---------------------------------------------------------------------------------
+
+
+async def paid_order(http, hospital, settings, method="wechat_h5", amount_fen=10_000) -> dict:
+    order = await new_order(hospital, settings, amount_fen=amount_fen)
+    await pay_through(http, order, method)
+    await confirm(http, orders.channels.channel_of_method(method), order["order_no"])
+    await eventually(lambda: paid(order["order_no"]))
+    return order
+
+
+async def refund_settled(refund_no: str):
+    return (await Refund.get(refund_no=refund_no)).status.value != "processing"
+
+
+@pytest.mark.parametrize("method", ["wechat_h5", "alipay_wap", "unionpay", "insurance"])
+async def test_partial_refunds_then_the_rest(http, rt, hospital, settings, delivery, method):
+    order = await paid_order(http, hospital, settings, method)
+    path = f"/cashier/v1/orders/{order['order_no']}/refunds"
+    first = await hospital.post(path, {"out_refund_no": "RF-a-" + order["out_trade_no"], "amount_fen": 3_000, "reason": "少收一项"})
+    assert first.status_code == 201, first.text
+    await eventually(lambda: refund_settled(first.json()["refund_no"]))
+    again = await hospital.post(path, {"out_refund_no": "RF-a-" + order["out_trade_no"], "amount_fen": 3_000, "reason": "少收一项"})
+    assert again.status_code == 200 and again.json()["refund_no"] == first.json()["refund_no"]
+    assert_refused(
+        await hospital.post(path, {"out_refund_no": "RF-a-" + order["out_trade_no"], "amount_fen": 10}),
+        409, "DUPLICATE_OUT_REFUND_NO",
+    )
+    assert (await hospital.get(f"/cashier/v1/orders/{order['order_no']}")).json()["status"] == "partially_refunded"
+    over = await hospital.post(path, {"out_refund_no": "RF-b-" + order["out_trade_no"], "amount_fen": 7_001})
+    assert_refused(over, 422, "REFUND_EXCEEDS_PAID")
+    rest = await hospital.post(path, {"out_refund_no": "RF-c-" + order["out_trade_no"], "amount_fen": 7_000})
+    assert rest.status_code == 201
+    await eventually(lambda: refund_settled(rest.json()["refund_no"]))
+    shown = (await hospital.get(f"/cashier/v1/refunds/{rest.json()['refund_no']}")).json()
+    assert shown["status"] == "succeeded" and shown["amount_fen"] == 7_000
+    assert (await hospital.get(f"/cashier/v1/orders/{order['order_no']}")).json()["status"] == "refunded"
+    await deliver_all(rt, delivery)
+    events = [(i["body"]["event"], i["body"].get("refund_fen")) for i in await received(http, order["out_trade_no"])]
+    assert events == [("order.paid", None), ("refund.succeeded", 3_000), ("refund.succeeded", 7_000)]
+
+
+async def test_concurrent_refunds_never_exceed_the_paid_amount(http, hospital, settings):
+    order = await paid_order(http, hospital, settings, amount_fen=10_000)
+    path = f"/cashier/v1/orders/{order['order_no']}/refunds"
+    replies = await asyncio.gather(
+        *(hospital.post(path, {"out_refund_no": f"RF{i}-{order['out_trade_no']}", "amount_fen": 3_000}) for i in range(10))
+    )
+    admitted = [r for r in replies if r.status_code == 201]
+    assert len(admitted) == 3
+    assert all(r.json()["code"] == "REFUND_EXCEEDS_PAID" for r in replies if r.status_code != 201)
+    for reply in admitted:
+        await eventually(lambda: refund_settled(reply.json()["refund_no"]))
+    refunded = sum(r.amount_fen for r in await Refund.filter(order_id=order["order_no"], status="succeeded"))
+    assert refunded == 9_000
+    assert (await Order.get(order_no=order["order_no"])).refunded_fen == 9_000
+
+
+async def test_unpaid_orders_cannot_be_refunded(hospital, settings):
+    order = await new_order(hospital, settings)
+    reply = await hospital.post(f"/cashier/v1/orders/{order['order_no']}/refunds", {"out_refund_no": "x1", "amount_fen": 1})
+    assert_refused(reply, 409, "ORDER_NOT_REFUNDABLE")
+
+
+async def test_refund_with_a_lost_answer_is_settled_by_the_sweeper(http, rt, hospital, settings):
+    order = await paid_order(http, hospital, settings, "alipay_wap")
+    await http.post("/_mock/alipay/pay/faults", json={"drop_responses": 1})
+    reply = await hospital.post(f"/cashier/v1/orders/{order['order_no']}/refunds", {"out_refund_no": "lost-" + order["out_trade_no"], "amount_fen": 500})
+    assert reply.status_code == 201 and reply.json()["status"] == "processing"
+    await Refund.filter(refund_no=reply.json()["refund_no"]).update(updated_at=utcnow() - timedelta(minutes=5))
+    await sweeper.sweep(rt)
+    shown = (await hospital.get(f"/cashier/v1/refunds/{reply.json()['refund_no']}")).json()
+    assert shown["status"] == "succeeded"
+
+
+# --- closing and the sweeper -------------------------------------------------------------------
+
+
+async def test_close_an_unpaid_order_here_and_at_the_channel(http, rt, hospital, settings, delivery):
+    order = await new_order(hospital, settings)
+    await pay_through(http, order, "wechat_h5")
+    closed = await hospital.post(f"/cashier/v1/orders/{order['order_no']}/close", {"reason": "患者取消"})
+    assert closed.status_code == 200 and closed.json()["status"] == "closed"
+    channel = await accounts.channel_for(rt, hospital.client_id, "wechat")
+    assert (await channel.query(order["order_no"])).status == "closed"
+    assert (await http.post(f"/_mock/wechat/pay/orders/{order['order_no']}/confirm")).status_code >= 400
+    await deliver_all(rt, delivery)
+    assert [i["body"]["event"] for i in await received(http, order["out_trade_no"])] == ["order.closed"]
+
+
+async def test_closing_a_paid_order_is_refused(http, hospital, settings):
+    order = await paid_order(http, hospital, settings)
+    assert_refused(await hospital.post(f"/cashier/v1/orders/{order['order_no']}/close"), 409, "ORDER_ALREADY_PAID")
+
+
+async def test_expired_orders_are_closed_by_the_sweeper(http, rt, hospital, settings):
+    untouched = await new_order(hospital, settings)
+    at_channel = await new_order(hospital, settings)
+    paid_late = await new_order(hospital, settings)
+    await pay_through(http, at_channel, "alipay_wap")
+    await pay_through(http, paid_late, "unionpay")
+    await confirm(http, "unionpay", paid_late["order_no"])
+    await eventually(lambda: paid(paid_late["order_no"]))
+    past = utcnow() - timedelta(minutes=1)
+    await Order.filter(order_no__in=[untouched["order_no"], at_channel["order_no"]]).update(expires_at=past)
+    await sweeper.sweep(rt)
+    assert await order_status(untouched["order_no"]) == "closed"
+    assert await order_status(at_channel["order_no"]) == "closed"
+    assert await order_status(paid_late["order_no"]) == "paid"
+    channel = await accounts.channel_for(rt, hospital.client_id, "alipay")
+    assert (await channel.query(at_channel["order_no"])).status in ("closed", "not_found")
+
+
+async def test_a_silent_payment_is_asked_about_by_the_sweeper(http, rt, hospital, settings):
+    order = await new_order(hospital, settings)
+    await http.post("/_mock/wechat/pay/faults", json={"bad_notify_signature": True, "notify_retries": 0})
+    await pay_through(http, order, "wechat_h5")
+    await confirm(http, "wechat", order["order_no"])
+    await Order.filter(order_no=order["order_no"]).update(updated_at=utcnow() - timedelta(minutes=5))
+    await sweeper.sweep(rt)
+    assert await order_status(order["order_no"]) == "paid"
+
+
+# --- counter scan pay (二码合一) ------------------------------------------------------------------
+
+
+async def micropay(hospital, settings, text: str, **overrides):
+    body = {"qr_code_text": text, "out_trade_no": "POS" + secrets.token_hex(6), "amount_fen": 2_580, "subject": "药房取药"}
+    body.update(overrides)
+    return await hospital.post("/cashier/v1/micropay", body)
+
+
+async def test_combined_code_identifies_and_pays_at_the_counter(http, hospital, settings):
+    account, card = await strong_account(http)
+    not_bound = await account.post(f"/mp/v1/cards/{card['health_card_id']}/codes/dynamic?with_payment=1")
+    assert_refused(not_bound, 409, "PAYMENT_ACCOUNT_NOT_BOUND")
+    bound = await account.post("/mp/v1/payment-accounts", {"channel": "wechat"})
+    assert bound.status_code == 201, bound.text
+    assert [a["channel"] for a in (await account.get("/mp/v1/payment-accounts")).json()["items"]] == ["wechat"]
+    code = (await account.post(f"/mp/v1/cards/{card['health_card_id']}/codes/dynamic?with_payment=1")).json()
+    assert code["qr_code_text"].count(":") == 3
+    reply = await micropay(hospital, settings, code["qr_code_text"])
+    assert reply.status_code == 200, reply.text
+    order = reply.json()
+    assert order["status"] == "paid" and order["channel"] == "wechat"
+    assert order["health_card_id"] == card["health_card_id"]
+    replayed = await micropay(hospital, settings, code["qr_code_text"])
+    assert_refused(replayed, 409, "CODE_USED")
+
+
+async def test_binding_a_payment_account_needs_strong_auth(http):
+    from tests.integration.test_resident_api import claimed
+
+    account, _ = await claimed(http)
+    assert_refused(await account.post("/mp/v1/payment-accounts", {"channel": "alipay"}), 403, "STRONG_AUTH_REQUIRED")
+
+
+async def test_plain_dynamic_code_is_not_a_pay_code(http, hospital, settings):
+    account, card = await strong_account(http)
+    code = (await account.post(f"/mp/v1/cards/{card['health_card_id']}/codes/dynamic")).json()
+    assert_refused(await micropay(hospital, settings, code["qr_code_text"]), 422, "PAY_CODE_REQUIRED")
+    assert_refused(await micropay(hospital, settings, "12345"), 422, "PAY_CODE_REQUIRED")
+
+
+async def channel_pay_code(rt, channel_code: str) -> str:
+    channel = await accounts.channel_for(rt, accounts.PLATFORM_ACCOUNT, channel_code)
+    agreement = await channel.sign_agreement("payer-" + secrets.token_hex(4))
+    return await channel.payment_token(agreement)
+
+
+@pytest.mark.parametrize("channel", ["wechat", "alipay", "unionpay"])
+async def test_channel_payment_code_pays_and_a_retry_is_the_same_charge(rt, hospital, settings, channel):
+    code = await channel_pay_code(rt, channel)
+    body = {"out_trade_no": "POS" + secrets.token_hex(6)}
+    first = await micropay(hospital, settings, code, **body)
+    assert first.status_code == 200 and first.json()["status"] == "paid", first.text
+    again = await micropay(hospital, settings, code, **body)
+    assert again.json()["order_no"] == first.json()["order_no"] and again.json()["status"] == "paid"
+    assert await Order.filter(institution_id=hospital.client_id, out_trade_no=body["out_trade_no"]).count() == 1
+
+
+async def test_lost_micropay_answer_is_decided_by_a_query(http, rt, hospital, settings):
+    code = await channel_pay_code(rt, "wechat")
+    await http.post("/_mock/wechat/pay/faults", json={"drop_responses": 1})
+    reply = await micropay(hospital, settings, code)
+    assert reply.status_code == 200 and reply.json()["status"] == "paid", reply.text
+
+
+async def test_payer_entering_a_password_is_waited_for(http, rt, hospital, settings):
+    code = await channel_pay_code(rt, "alipay")
+    await http.post("/_mock/alipay/pay/faults", json={"userpaying": True, "userpaying_ms": 1500})
+    reply = await micropay(hospital, settings, code)
+    assert reply.status_code == 200 and reply.json()["status"] == "paid", reply.text
+
+
+# --- bills ---------------------------------------------------------------------------------------
+
+
+async def test_institution_bill_lists_the_days_payments_and_refunds(http, hospital, settings):
+    order = await paid_order(http, hospital, settings, amount_fen=5_000)
+    refund = await hospital.post(f"/cashier/v1/orders/{order['order_no']}/refunds", {"out_refund_no": "b-" + order["out_trade_no"], "amount_fen": 1_200})
+    await eventually(lambda: refund_settled(refund.json()["refund_no"]))
+    from cashier.bills import CHINA
+
+    today = utcnow().astimezone(CHINA).date().isoformat()
+    reply = await hospital.get(f"/cashier/v1/bills?date={today}")
+    assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(reply.text)))
+    mine = [r for r in rows if len(r) > 2 and r[1] == order["order_no"]]
+    assert [(r[5], r[6]) for r in mine] == [("支付", "5000"), ("退款", "-1200")]
+    assert_refused(await hospital.get("/cashier/v1/bills?date=yesterday"), 422, "VALIDATION_ERROR")
