@@ -176,8 +176,9 @@ class Channel(ABC):
     async def parse_callback(self, headers: dict[str, str], body: bytes) -> CallbackEvent:
         """Verify a callback's signature and read it; BadCallback when it does not verify."""
 
+    @classmethod
     @abstractmethod
-    def callback_reply(self, accepted: bool) -> CallbackReply:
+    def callback_reply(cls, accepted: bool) -> CallbackReply:
         """The answer the channel expects (WeChat: XML SUCCESS/FAIL; Alipay: "success"/"fail")."""
 
     @abstractmethod
