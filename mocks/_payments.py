@@ -214,18 +214,24 @@ class ChannelMock:
 
     async def api(self, request: Request, handle: Awaitable[HTTPResponse]) -> HTTPResponse:
         """Run one API call under the faults: wait ``delay_ms``, act, then maybe drop the answer."""
+        await self.slow_down(request)
+        return await self.maybe_drop(request, await handle)
+
+    async def slow_down(self, request: Request) -> None:
         faults = await self.faults(request)
         if faults.get("delay_ms"):
             await asyncio.sleep(faults["delay_ms"] / 1000)
-        response = await handle
-        if await cache(request).decr(self.key("faults", "drop")) >= 0:
-            close = getattr(request.transport, "close", None)
-            if close is not None:
-                close()
-                return HTTPResponse(b"", status=502)
-            return HTTPResponse(b"", status=502)
-        await cache(request).delete(self.key("faults", "drop"))
-        return response
+
+    async def maybe_drop(self, request: Request, response: HTTPResponse) -> HTTPResponse:
+        """The answer, or none at all while ``drop_responses`` lasts (the work is done either way)."""
+        redis = cache(request)
+        if await redis.decr(self.key("faults", "drop")) < 0:
+            await redis.delete(self.key("faults", "drop"))
+            return response
+        close = getattr(request.transport, "close", None)
+        if close is not None:
+            close()
+        return HTTPResponse(b"", status=502)  # in-process (ASGI) there is no connection to close
 
     # --- notifications ------------------------------------------------------------------
 

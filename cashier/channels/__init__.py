@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 
 from cashier.channels.base import Channel, MerchantConfig
@@ -57,7 +58,14 @@ def build(config: MerchantConfig) -> Channel:
     return channel_class(config.channel)(config)
 
 
+BUILTIN = ("wechat", "alipay")
+_loaded = False
+
+
 def _load_builtin() -> None:
     # Importing the modules registers their classes; done lazily so the SDKs load only when used.
-    if not _CHANNELS:
-        from cashier.channels import alipay, insurance, unionpay, wechat  # noqa: F401
+    global _loaded
+    if not _loaded:
+        for name in BUILTIN:
+            importlib.import_module(f"cashier.channels.{name}")
+        _loaded = True

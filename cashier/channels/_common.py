@@ -8,7 +8,6 @@ import tempfile
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-
 from pathlib import Path
 
 from cashier.channels.base import ChannelRefused, ChannelUnreachable
@@ -85,3 +84,11 @@ def create_once(path: Path, make: Callable[[], bytes], mode: int = 0o600) -> byt
         finally:
             os.unlink(tmp)
     return path.read_bytes()
+
+
+def field(answer, name: str, channel: str) -> str:
+    """A text field an answer must carry; its absence makes the answer unreadable."""
+    value = answer.get(name) if isinstance(answer, dict) else None
+    if not value or not isinstance(value, str):
+        raise unreachable(channel, f"answer without {name}")
+    return value

@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
-import io
 import os
 import tempfile
 import threading
@@ -49,6 +48,7 @@ from cashier.channels._common import (
     BEIJING,
     beijing,
     create_once,
+    field,
     parse_beijing,
     refused,
     unreachable,
@@ -311,14 +311,14 @@ class WeChatChannel(Channel):
         client = self._client()
         data = {"appid": client.appid, "openid": payer_id, "contract_code": random_string(32)}
         answer = await self._call(lambda: client.post("papay/contract/sign", data=data))
-        return _field(answer, "contract_id")
+        return field(answer, "contract_id", CHANNEL)
 
     async def payment_token(self, agreement_id: str) -> str:
         client = self._client()
         answer = await self._call(
             lambda: client.post("pay/authcode/issue", data={"appid": client.appid, "contract_id": agreement_id})
         )
-        return _field(answer, "auth_code")
+        return field(answer, "auth_code", CHANNEL)
 
     # --- refunds ------------------------------------------------------------------------
 
@@ -434,12 +434,6 @@ class WeChatChannel(Channel):
                                           fee_fen=fee, status=cells[9], at=at))
         return records
 
-
-def _field(answer, name: str) -> str:
-    value = answer.get(name) if isinstance(answer, dict) else None
-    if not value or not isinstance(value, str):
-        raise unreachable(CHANNEL, f"answer without {name}")
-    return value
 
 
 def _xml(body: bytes) -> dict:

@@ -157,3 +157,24 @@ def _wait_until_up(base_url: str, process: subprocess.Popen, stderr_path: Path) 
 def live_server(tmp_path_factory):
     with running_server(tmp_path_factory.mktemp("live-var")) as server:
         yield server
+
+
+# --- payment channels (tests/e2e/payments.py): each channel module names its channel with a
+# ``channel_code`` fixture.
+
+
+@pytest.fixture
+async def web():
+    """The payer's browser and the test's own HTTP client."""
+    async with httpx.AsyncClient(timeout=15) as client:
+        yield client
+
+
+@pytest.fixture
+async def mock(web, live_server, channel_code):
+    """The channel's mock control (payer and faults); faults are cleared afterwards."""
+    from tests.e2e.payments import MockControl
+
+    control = MockControl(web, live_server.base_url, channel_code)
+    yield control
+    await control.clear_faults()

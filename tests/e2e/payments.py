@@ -85,3 +85,4 @@ async def eventually(check, wait_s: float = 10):
         if result or asyncio.get_running_loop().time() > deadline:
             return result
         await asyncio.sleep(0.1)
+
