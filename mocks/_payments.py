@@ -14,6 +14,7 @@ Faults (JSON, all optional):
 - ``delay_ms``: every API answer waits this long first;
 - ``drop_responses``: the next N API calls are carried out, then the connection is closed
   without an answer (in-process ASGI: an empty 502), so the caller cannot know the outcome;
+  ``drop_after``: that many calls are answered first (to hit the second call of a sequence);
 - ``duplicate_notifies``: each notification is sent N times at once;
 - ``notify_delay_ms``: notifications leave this late;
 - ``out_of_order``: an order's first notification is held back until its next one has gone
@@ -55,6 +56,7 @@ ORDER_TTL_S = 7 * 86400
 FAULT_TYPES = {
     "delay_ms": int,
     "drop_responses": int,
+    "drop_after": int,
     "duplicate_notifies": int,
     "notify_delay_ms": int,
     "out_of_order": bool,
@@ -192,7 +194,7 @@ class ChannelMock:
     async def _faults_route(self, request: Request):
         redis = cache(request)
         if request.method == "DELETE":
-            await redis.delete(self.key("faults"), self.key("faults", "drop"))
+            await redis.delete(self.key("faults"), self.key("faults", "drop"), self.key("faults", "drop_after"))
             return json({"faults": {}})
         if request.method == "POST":
             body = body_of(request)
@@ -204,10 +206,12 @@ class ChannelMock:
             except (TypeError, ValueError):
                 return json({"code": "BAD_FAULT", "message": "fault values are numbers or booleans"}, status=400)
             faults = {**await self.faults(request), **new}
-            faults.pop("drop_responses", None)
+            for counter in ("drop_responses", "drop_after"):
+                faults.pop(counter, None)
             await redis.set(self.key("faults"), dumps(faults))
             if "drop_responses" in new:
                 await redis.set(self.key("faults", "drop"), new["drop_responses"])
+                await redis.set(self.key("faults", "drop_after"), new.get("drop_after", 0))
         faults = await self.faults(request)
         remaining = int(await redis.get(self.key("faults", "drop")) or 0)
         return json({"faults": {**faults, **({"drop_responses": remaining} if remaining > 0 else {})}})
@@ -225,6 +229,8 @@ class ChannelMock:
     async def maybe_drop(self, request: Request, response: HTTPResponse) -> HTTPResponse:
         """The answer, or none at all while ``drop_responses`` lasts (the work is done either way)."""
         redis = cache(request)
+        if await redis.decr(self.key("faults", "drop_after")) >= 0:
+            return response
         if await redis.decr(self.key("faults", "drop")) < 0:
             await redis.delete(self.key("faults", "drop"))
             return response

@@ -50,6 +50,7 @@ class Case:
     used_code: str  # the channel's refusal of a payment code used before
     payer_id: str = ""
     reorders_payment_first: bool = True  # out_of_order holds the payment notification back
+    calls_before_refund: int = 0  # API calls a refund makes before the refund itself
 
 
 CASES = [
@@ -57,6 +58,8 @@ CASES = [
          "NOTENOUGH", "AUTHCODEEXPIRE", payer_id="oDevPayer000000000000000001"),
     Case("alipay", "alipay_wap", open_page, replace_once(r"total_amount=[0-9.]+", "total_amount=0.01"),
          "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "ACQ.PAYMENT_AUTH_CODE_INVALID", reorders_payment_first=False),
+    Case("unionpay", "unionpay", open_page, replace_once(r"txnAmt=\d+", "txnAmt=1"), "61", "60",
+         calls_before_refund=1),
 ]
 
 
@@ -82,20 +85,20 @@ def base_url(live_server):
     return live_server.base_url
 
 
-async def unpaid_order(case, channel, web, mock, base_url, amount_fen=1000):
+async def unpaid_order(case, channel, web, base_url, amount_fen=1000):
     request = payment_request(base_url, case.method, amount_fen, payer_id=case.payer_id)
     await case.open(web, base_url, await channel.create_payment(request))
     return request
 
 
 async def paid_order(case, channel, web, mock, base_url, amount_fen=1000):
-    request = await unpaid_order(case, channel, web, mock, base_url, amount_fen)
+    request = await unpaid_order(case, channel, web, base_url, amount_fen)
     await mock.confirm(request.order_no)
     return request
 
 
 async def test_payment_confirmed_notified_and_queried(case, channel, web, mock, base_url):
-    request = await unpaid_order(case, channel, web, mock, base_url, 1234)
+    request = await unpaid_order(case, channel, web, base_url, 1234)
     assert (await channel.query(request.order_no)).status == "paying"
 
     confirmed = await mock.confirm(request.order_no)
@@ -116,7 +119,7 @@ async def test_payment_confirmed_notified_and_queried(case, channel, web, mock, 
 
 
 async def test_closing_an_unpaid_order(case, channel, web, mock, base_url):
-    request = await unpaid_order(case, channel, web, mock, base_url, 300)
+    request = await unpaid_order(case, channel, web, base_url, 300)
     await channel.close(request.order_no)
     await channel.close(request.order_no)  # already closed is fine
     await channel.close("NEVER-SEEN-ORDER")  # never seen is fine
@@ -236,9 +239,9 @@ async def test_refund_notification_before_the_payment_notification(case, channel
 
 
 async def test_dropped_answer_then_query_shows_what_the_channel_did(case, channel, web, mock, base_url):
-    request = await unpaid_order(case, channel, web, mock, base_url, 450)
+    request = await unpaid_order(case, channel, web, base_url, 450)
     await mock.confirm(request.order_no)
-    await mock.faults(drop_responses=1)
+    await mock.faults(drop_responses=1, drop_after=case.calls_before_refund)
     with pytest.raises(ChannelUnreachable):
         await channel.refund(request.order_no, request.order_no + "R1", 450, 50, "")
     assert (await channel.query_refund(request.order_no, request.order_no + "R1")).status == "succeeded"
