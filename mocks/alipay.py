@@ -12,8 +12,9 @@ python-alipay-sdk talks to it unchanged once its ``_gateway`` is
 
 Methods are looked up in ``GATEWAY_METHODS`` (method name -> async handler); add one with
 ``@gateway_method("alipay.trade.query")``. A handler gets the request, the common
-parameters and the parsed ``biz_content``, and returns the inner answer object or raises
-``GatewayError``.
+parameters and the parsed ``biz_content``, and returns the inner answer object (or a page
+for the browser) or raises ``GatewayError``; ``request.ctx.finish_answer(request, response)``,
+when a handler sets it, gets the signed answer last. The trade methods live in ``alipay_trade``.
 
 Mock control: ``POST /_mock/alipay/auth {user_id?, tamper_response?}`` → ``{auth_code, user_id}``
 plays the resident authorising the mini-program (``my.getAuthCode``). With
@@ -162,9 +163,13 @@ async def gateway(request: Request):
             raise invalid_arguments("isv.invalid-biz-content", "biz_content 不是合法的 JSON") from None
         inner = await handler(request, params, biz if isinstance(biz, dict) else {})
     except GatewayError as exc:
-        return answer(exc.key or response_key, exc.body, gateway_private if exc.signed else None)
-    tamper = getattr(request.ctx, "alipay_tamper", None)
-    return answer(response_key, inner, gateway_private, tamper=tamper)
+        response = answer(exc.key or response_key, exc.body, gateway_private if exc.signed else None)
+    else:
+        if isinstance(inner, HTTPResponse):  # a page for the payer's browser (alipay.trade.wap.pay)
+            return inner
+        response = answer(response_key, inner, gateway_private, tamper=getattr(request.ctx, "alipay_tamper", None))
+    finish = getattr(request.ctx, "finish_answer", None)  # e.g. a fault that drops the answer
+    return await finish(request, response) if finish else response
 
 
 def _check_common(params: dict[str, str], app_id: str, app_public) -> None:

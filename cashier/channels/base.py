@@ -110,6 +110,22 @@ class CallbackHint:
 
 
 @dataclass(frozen=True)
+class BillRecord:
+    """One line of a channel's daily statement, read back by ``Channel.parse_bill``."""
+
+    kind: Literal["payment", "refund"]
+    order_no: str  # our order_no (the channel's out_trade_no)
+    amount_fen: int  # paid amount of a payment line, refunded amount of a refund line
+    channel_trade_no: str = ""
+    refund_no: str = ""  # our refund_no (the channel's out_refund_no) on refund lines
+    channel_refund_no: str = ""
+    fee_fen: int = 0  # the channel's service fee on this line (negative on refunds when returned)
+    status: str = ""  # the channel's own status word on the line (SUCCESS, REFUND, …)
+    at: datetime | None = None
+    insurance_fen: int = 0  # medical insurance: the fund's part of amount_fen
+
+
+@dataclass(frozen=True)
 class CallbackReply:
     status: int
     content_type: str
@@ -141,7 +157,11 @@ class Channel(ABC):
         """Close an unpaid order at the channel; closing one the channel never saw is fine."""
 
     @abstractmethod
-    async def refund(self, order_no: str, refund_no: str, total_fen: int, refund_fen: int, reason: str) -> RefundState: ...
+    async def refund(
+        self, order_no: str, refund_no: str, total_fen: int, refund_fen: int, reason: str, notify_url: str = ""
+    ) -> RefundState:
+        """Ask for a refund; ``notify_url`` is where the channel reports its result (without it:
+        the order's notify URL, or the one configured at the channel)."""
 
     @abstractmethod
     async def query_refund(self, order_no: str, refund_no: str) -> RefundState: ...
@@ -164,3 +184,19 @@ class Channel(ABC):
     @abstractmethod
     async def download_bill(self, day: str) -> str:
         """The channel's statement of one day (YYYY-MM-DD) as text in its own format."""
+
+    def parse_bill(self, text: str) -> list[BillRecord]:
+        """The payment and refund lines of a statement returned by ``download_bill``."""
+        raise NotImplementedError(f"{self.code} has no bill parser")
+
+    # Combined pay code (二码合一, SPEC §3): the resident binds a payment account once,
+    # then every code shown carries a fresh payment code (付款码) the counter charges with
+    # ``micropay``.
+
+    async def sign_agreement(self, payer_id: str) -> str:
+        """Bind the payer's account at the channel (签约); returns the channel's agreement id."""
+        raise NotImplementedError(f"{self.code} has no payment agreements")
+
+    async def payment_token(self, agreement_id: str) -> str:
+        """A fresh single-use payment code (付款码) for the agreement, charged by ``micropay``."""
+        raise NotImplementedError(f"{self.code} issues no payment codes")

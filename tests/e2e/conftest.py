@@ -185,7 +185,27 @@ def browser():
         instance.close()
 
 
-
 def shot(page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+# --- payment channels (tests/e2e/payments.py): each channel module names its channel with a
+# ``channel_code`` fixture.
+
+
+@pytest.fixture
+async def web():
+    """The payer's browser and the test's own HTTP client."""
+    async with httpx.AsyncClient(timeout=15) as client:
+        yield client
+
+
+@pytest.fixture
+async def mock(web, live_server, channel_code):
+    """The channel's mock control (payer and faults); faults are cleared afterwards."""
+    from tests.e2e.payments import MockControl
+
+    control = MockControl(web, live_server.base_url, channel_code)
+    yield control
+    await control.clear_faults()

@@ -25,8 +25,8 @@ from cardcore.providers import (
     IdentityUnknown,
     LoginFailed,
     ProviderError,
-    ProviderUnavailable,
     Providers,
+    ProviderUnavailable,
     SmsGateway,
     WeChatLogin,
 )

@@ -1,0 +1,355 @@
+"""What the payment-channel mocks share: orders in the cache, faults, notifications, the
+payment page, payment agreements and codes, and the daily bill lines.
+
+Every channel mock (``wechat_pay``, ``alipay_trade``, ``unionpay``, ``insurance``) makes one
+``ChannelMock`` and gets the same mock-control endpoints under ``/_mock/<channel>/pay/``:
+
+- ``POST orders/{out_trade_no}/confirm`` · ``POST orders/{out_trade_no}/cancel``: the payer
+  confirms (or gives up) in the channel's app; confirming posts the channel's notification.
+  A browser form post (from the payment page) is sent on to the order's return URL.
+- ``GET|POST|DELETE faults``: read, set (merged into the current ones) or clear the faults.
+
+Faults (JSON, all optional):
+
+- ``delay_ms``: every API answer waits this long first;
+- ``drop_responses``: the next N API calls are carried out, then the connection is closed
+  without an answer (in-process ASGI: an empty 502), so the caller cannot know the outcome;
+  ``drop_after``: that many calls are answered first (to hit the second call of a sequence);
+- ``duplicate_notifies``: each notification is sent N times at once;
+- ``notify_delay_ms``: notifications leave this late;
+- ``out_of_order``: an order's first notification is held back until its next one has gone
+  (a refund notification, or Alipay's success after a stale ``WAIT_BUYER_PAY``), at most
+  ``hold_ms`` (default 2000);
+- ``bad_notify_signature``: notifications carry a signature that does not verify;
+- ``wrong_notify_amount``: fen added to the amount in notifications (signed correctly);
+- ``userpaying``: a payment-code charge waits for the payer's password (WeChat ``USERPAYING``,
+  Alipay ``10003``, …) and completes after ``userpaying_ms`` (default 1000);
+- ``notify_retries``: how often an unacknowledged notification is sent again (default 3).
+
+Notifications go out as background tasks through ``mocks.outbound_http``. One the receiver
+does not acknowledge in the channel's way is sent again after 0.5 s, 1 s and 2 s (the real
+channels wait 15 s … hours); each attempt is independent of the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import secrets
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import httpx
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, json, redirect
+
+from mocks import outbound_http
+from mocks._common import body_of, cache, dumps, is_form, loads
+
+BEIJING = timezone(timedelta(hours=8))
+RETRY_DELAYS_S = (0.5, 1.0, 2.0)
+PAYMENT_CODE_TTL_S = 120
+ORDER_TTL_S = 7 * 86400
+
+FAULT_TYPES = {
+    "delay_ms": int,
+    "drop_responses": int,
+    "drop_after": int,
+    "duplicate_notifies": int,
+    "notify_delay_ms": int,
+    "out_of_order": bool,
+    "hold_ms": int,
+    "bad_notify_signature": bool,
+    "wrong_notify_amount": int,
+    "userpaying": bool,
+    "userpaying_ms": int,
+    "notify_retries": int,
+}
+
+# Payment codes (付款码) by channel: prefix and total length (cashier.channels.PAYMENT_CODE_FORMATS).
+_CODE_SHAPES = {"wechat": ("13", 18), "alipay": ("28", 18), "unionpay": ("62", 19), "insurance": ("91", 20)}
+
+Acknowledged = Callable[[httpx.Response], bool]
+
+
+@dataclass(frozen=True)
+class Notification:
+    url: str
+    body: bytes
+    content_type: str
+
+
+def beijing_now() -> datetime:
+    return datetime.now(BEIJING)
+
+
+def digits(n: int) -> str:
+    return "".join(secrets.choice("0123456789") for _ in range(n))
+
+
+def yuan(fen: int) -> str:
+    return f"{'-' if fen < 0 else ''}{abs(fen) // 100}.{abs(fen) % 100:02d}"
+
+
+class ChannelMock:
+    """The state and behaviour every payment-channel mock has; ``name`` is the channel code."""
+
+    def __init__(self, name: str, bp: Blueprint, label: str, colour: str, acknowledged: Acknowledged) -> None:
+        self.name = name
+        self.bp = bp
+        self.label = label
+        self.colour = colour
+        self.acknowledged = acknowledged
+        self._confirm: Callable[[Request, dict], Awaitable[dict]] | None = None
+        self._cancel: Callable[[Request, dict], Awaitable[dict]] | None = None
+        bp.add_route(self._confirm_route, "/pay/orders/<out_trade_no>/confirm", methods=["POST"], name="pay_confirm")
+        bp.add_route(self._cancel_route, "/pay/orders/<out_trade_no>/cancel", methods=["POST"], name="pay_cancel")
+        bp.add_route(self._faults_route, "/pay/faults", methods=["GET", "POST", "DELETE"], name="pay_faults")
+
+    def key(self, *parts: str) -> str:
+        return ":".join(("mock", f"{self.name}pay", *parts))
+
+    # --- orders ----------------------------------------------------------------------
+
+    async def order(self, request: Request, out_trade_no: str) -> dict | None:
+        return loads(await cache(request).get(self.key("order", out_trade_no)))
+
+    async def save_order(self, request: Request, order: dict) -> None:
+        await cache(request).set(self.key("order", order["out_trade_no"]), dumps(order), ex=ORDER_TTL_S)
+
+    @asynccontextmanager
+    async def locked(self, request: Request, name: str):
+        """One request at a time changes the named record (confirm racing close, two refunds…)."""
+        redis, key, token = cache(request), self.key("lock", name), secrets.token_hex(8)
+        for _ in range(500):
+            if await redis.set(key, token, nx=True, px=5000):
+                break
+            await asyncio.sleep(0.01)
+        try:
+            yield
+        finally:
+            if await redis.get(key) == token.encode():
+                await redis.delete(key)
+
+    def on_confirm(self, fn: Callable[[Request, dict], Awaitable[dict]]):
+        """Register the channel's confirm: ``fn(request, order) -> order`` (paid, notification sent)."""
+        self._confirm = fn
+        return fn
+
+    def on_cancel(self, fn: Callable[[Request, dict], Awaitable[dict]]):
+        self._cancel = fn
+        return fn
+
+    async def _control(self, request: Request, out_trade_no: str, action):
+        async with self.locked(request, out_trade_no):
+            order = await self.order(request, out_trade_no)
+            if order is None:
+                return None, json({"code": "ORDER_NOT_FOUND", "message": f"no {self.name} order {out_trade_no}"},
+                                  status=404)
+            if order["status"] != "paying":
+                return order, json({"code": "ORDER_NOT_PAYABLE", "message": f"order is {order['status']}",
+                                    "status": order["status"]}, status=409)
+            if order.get("expires_at") and order["expires_at"] < beijing_now().isoformat():
+                order["status"] = "closed"
+                await self.save_order(request, order)
+                return order, json({"code": "ORDER_EXPIRED", "message": "order expired", "status": "closed"},
+                                   status=409)
+            order = await action(request, order)
+            await self.save_order(request, order)
+        return order, None
+
+    async def _confirm_route(self, request: Request, out_trade_no: str):
+        order, problem = await self._control(request, out_trade_no, self._confirm)
+        return self._after_control(request, order, problem)
+
+    async def _cancel_route(self, request: Request, out_trade_no: str):
+        async def cancel(req, order):
+            order = await self._cancel(req, order) if self._cancel else order
+            order["status"] = "cancelled" if order["status"] == "paying" else order["status"]
+            return order
+
+        order, problem = await self._control(request, out_trade_no, cancel)
+        return self._after_control(request, order, problem)
+
+    def _after_control(self, request: Request, order: dict | None, problem):
+        if is_form(request) and order is not None:  # the payment page: back to the merchant's page
+            target = order.get("return_url") or ""
+            if target.startswith(("http://", "https://")):
+                return redirect(target, status=303)
+            text = "支付成功" if order["status"] == "paid" else "支付未完成"
+            return self.page_response(f"<p class='done'>{text}</p>")
+        if problem is not None:
+            return problem
+        return json({"out_trade_no": order["out_trade_no"], "status": order["status"],
+                     "channel_trade_no": order.get("trade_no", ""), "amount_fen": order["amount_fen"],
+                     **({"insurance_fen": order["insurance_fen"]} if "insurance_fen" in order else {})})
+
+    # --- faults -------------------------------------------------------------------------
+
+    async def faults(self, request: Request) -> dict:
+        return loads(await cache(request).get(self.key("faults"))) or {}
+
+    async def _faults_route(self, request: Request):
+        redis = cache(request)
+        if request.method == "DELETE":
+            await redis.delete(self.key("faults"), self.key("faults", "drop"), self.key("faults", "drop_after"))
+            return json({"faults": {}})
+        if request.method == "POST":
+            body = body_of(request)
+            unknown = sorted(set(body) - set(FAULT_TYPES))
+            if unknown:
+                return json({"code": "UNKNOWN_FAULT", "message": f"unknown faults: {', '.join(unknown)}"}, status=400)
+            try:
+                new = {name: FAULT_TYPES[name](value) for name, value in body.items()}
+            except (TypeError, ValueError):
+                return json({"code": "BAD_FAULT", "message": "fault values are numbers or booleans"}, status=400)
+            faults = {**await self.faults(request), **new}
+            for counter in ("drop_responses", "drop_after"):
+                faults.pop(counter, None)
+            await redis.set(self.key("faults"), dumps(faults))
+            if "drop_responses" in new:
+                await redis.set(self.key("faults", "drop"), new["drop_responses"])
+                await redis.set(self.key("faults", "drop_after"), new.get("drop_after", 0))
+        faults = await self.faults(request)
+        remaining = int(await redis.get(self.key("faults", "drop")) or 0)
+        return json({"faults": {**faults, **({"drop_responses": remaining} if remaining > 0 else {})}})
+
+    async def api(self, request: Request, handle: Awaitable[HTTPResponse]) -> HTTPResponse:
+        """Run one API call under the faults: wait ``delay_ms``, act, then maybe drop the answer."""
+        await self.slow_down(request)
+        return await self.maybe_drop(request, await handle)
+
+    async def slow_down(self, request: Request) -> None:
+        faults = await self.faults(request)
+        if faults.get("delay_ms"):
+            await asyncio.sleep(faults["delay_ms"] / 1000)
+
+    async def maybe_drop(self, request: Request, response: HTTPResponse) -> HTTPResponse:
+        """The answer, or none at all while ``drop_responses`` lasts (the work is done either way)."""
+        redis = cache(request)
+        if await redis.decr(self.key("faults", "drop_after")) >= 0:
+            return response
+        if await redis.decr(self.key("faults", "drop")) < 0:
+            await redis.delete(self.key("faults", "drop"))
+            return response
+        close = getattr(request.transport, "close", None)
+        if close is not None:
+            close()
+        return HTTPResponse(b"", status=502)  # in-process (ASGI) there is no connection to close
+
+    # --- notifications ------------------------------------------------------------------
+
+    async def notify(self, request: Request, out_trade_no: str, build: Callable[[dict], Notification]) -> None:
+        """Send the notification ``build(faults)`` in the background, as the faults say."""
+        faults = await self.faults(request)
+        notification = build(faults)
+        app, http = request.app, outbound_http(request)
+        redis = cache(request)
+        held_key = self.key("held", out_trade_no)
+        first = await redis.incr(self.key("notified", out_trade_no)) == 1
+        await redis.expire(self.key("notified", out_trade_no), ORDER_TTL_S)
+        if first and faults.get("out_of_order"):
+            await redis.rpush(held_key, dumps({"url": notification.url, "body": notification.body.decode(),
+                                               "content_type": notification.content_type}))
+            await redis.expire(held_key, ORDER_TTL_S)
+            app.add_task(self._release_held(redis, http, held_key, faults, faults.get("hold_ms", 2000) / 1000))
+            return
+
+        async def send_then_release():
+            await self._send(http, notification, faults)
+            await self._release_held(redis, http, held_key, faults, 0)
+
+        app.add_task(send_then_release())
+
+    async def _release_held(self, redis, http: httpx.AsyncClient, held_key: str, faults: dict, after_s: float):
+        await asyncio.sleep(after_s)
+        while (raw := await redis.lpop(held_key)) is not None:
+            held = loads(raw)
+            await self._send(http, Notification(held["url"], held["body"].encode(), held["content_type"]), faults)
+
+    async def _send(self, http: httpx.AsyncClient, notification: Notification, faults: dict) -> None:
+        """Deliver (N copies at once); returns when each copy had its first attempt."""
+        if faults.get("notify_delay_ms"):
+            await asyncio.sleep(faults["notify_delay_ms"] / 1000)
+        copies = max(1, faults.get("duplicate_notifies", 1))
+        retries = RETRY_DELAYS_S[: max(0, faults.get("notify_retries", len(RETRY_DELAYS_S)))]
+        first_attempts = [asyncio.Event() for _ in range(copies)]
+        for done in first_attempts:
+            asyncio.get_running_loop().create_task(self._deliver(http, notification, retries, done))
+        for done in first_attempts:
+            await done.wait()
+
+    async def _deliver(self, http: httpx.AsyncClient, notification: Notification, retries, done: asyncio.Event):
+        try:
+            for delay in (0, *retries):
+                await asyncio.sleep(delay)
+                try:
+                    reply = await http.post(notification.url, content=notification.body,
+                                            headers={"Content-Type": notification.content_type})
+                    if self.acknowledged(reply):
+                        return
+                except httpx.HTTPError:
+                    pass
+                finally:
+                    done.set()
+        except Exception:  # a mock must never take the server down  # noqa: BLE001
+            done.set()
+
+    # --- agreements and payment codes ----------------------------------------------------
+
+    async def new_agreement(self, request: Request, merchant: str, payer_id: str, agreement_id: str) -> dict:
+        record = {"agreement_id": agreement_id, "merchant": merchant, "payer_id": payer_id,
+                  "signed_at": beijing_now().isoformat(timespec="seconds")}
+        await cache(request).set(self.key("agreement", agreement_id), dumps(record))
+        return record
+
+    async def agreement(self, request: Request, agreement_id: str) -> dict | None:
+        return loads(await cache(request).get(self.key("agreement", agreement_id)))
+
+    async def issue_code(self, request: Request, agreement: dict) -> str:
+        prefix, length = _CODE_SHAPES[self.name]
+        code = prefix + digits(length - len(prefix))
+        await cache(request).set(self.key("paycode", code), dumps(agreement), ex=PAYMENT_CODE_TTL_S)
+        return code
+
+    async def take_code(self, request: Request, code: str) -> dict | None:
+        """The agreement a payment code was issued for; each code is good for one charge."""
+        return loads(await cache(request).getdel(self.key("paycode", code)))
+
+    # --- bills ------------------------------------------------------------------------
+
+    async def add_bill_line(self, request: Request, merchant: str, line: dict) -> None:
+        day = beijing_now().strftime("%Y-%m-%d")
+        key = self.key("bill", merchant, day)
+        await cache(request).rpush(key, dumps({**line, "at": beijing_now().strftime("%Y-%m-%d %H:%M:%S")}))
+        await cache(request).expire(key, ORDER_TTL_S)
+
+    async def bill_lines(self, request: Request, merchant: str, day: str) -> list[dict]:
+        return [loads(raw) for raw in await cache(request).lrange(self.key("bill", merchant, day), 0, -1)]
+
+    # --- the payment page ----------------------------------------------------------------
+
+    def page_response(self, content: str, status: int = 200) -> HTTPResponse:
+        page = f"""<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1"><title>{html.escape(self.label)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:0;background:#f4f4f4;color:#222}}
+header{{background:{self.colour};color:#fff;padding:14px 16px;font-size:17px}}
+main{{padding:24px 16px;text-align:center}}.amount{{font-size:34px;font-weight:600;margin:12px 0}}
+.subject{{color:#666;margin-bottom:28px}}button{{display:block;width:100%;padding:13px;margin:10px 0;
+border:0;border-radius:6px;font-size:17px}}.pay{{background:{self.colour};color:#fff}}
+.cancel{{background:#fff;color:#333;border:1px solid #ccc}}.done{{font-size:20px;margin-top:40px}}</style>
+</head><body><header>{html.escape(self.label)}</header><main>{content}</main></body></html>"""
+        return HTTPResponse(page.encode(), status=status, content_type="text/html; charset=utf-8")
+
+    def payment_page(self, order: dict) -> HTTPResponse:
+        base = f"{self.bp.url_prefix}/pay/orders/{html.escape(order['out_trade_no'])}"
+        return self.page_response(
+            f"""<div class="subject">{html.escape(order.get('subject', ''))}</div>
+<div class="amount">￥{yuan(order['amount_fen'])}</div>
+<form method="post" action="{base}/confirm"><input type="hidden" name="from" value="page">
+<button class="pay" type="submit">确认支付</button></form>
+<form method="post" action="{base}/cancel"><input type="hidden" name="from" value="page">
+<button class="cancel" type="submit">取消</button></form>"""
+        )

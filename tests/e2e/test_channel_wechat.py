@@ -1,0 +1,93 @@
+"""WeChat Pay specifics (the common behaviour is in test_payment_channels): JSAPI parameters,
+the H5 page, both sign types."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+import pytest
+
+from cashier.channels.base import ChannelRefused
+from cashier.channels.dev import mock_merchant_configs
+from cashier.channels.wechat import WeChatChannel, sign
+from tests.e2e.payments import payment_request, raw_request
+
+OPENID = "oDevPayer000000000000000001"
+
+
+@pytest.fixture(scope="module")
+def config(live_server):
+    return mock_merchant_configs(live_server.settings)["wechat"]
+
+
+@pytest.fixture(scope="module")
+def channel_code():
+    return "wechat"
+
+
+@pytest.fixture(scope="module")
+def channel(config):
+    return WeChatChannel(config)
+
+
+
+
+@pytest.mark.parametrize("method", ["wechat_jsapi", "wechat_mini"])
+async def test_jsapi_payment_confirmed_notified_and_queried(channel, mock, config, live_server, method):
+    request = payment_request(live_server.base_url, method, 1234, payer_id=OPENID)
+    action = await channel.create_payment(request)
+
+    assert action.action == "jsapi"
+    params = action.data
+    expected_app = config.secrets["mini_app_id"] if method == "wechat_mini" else config.app_id
+    assert params["appId"] == expected_app and params["package"].startswith("prepay_id=wx")
+    assert params["signType"] == "HMAC-SHA256"
+    assert params["paySign"] == sign({k: v for k, v in params.items() if k != "paySign"},
+                                     config.secrets["api_key"], "HMAC-SHA256")
+    assert (await channel.query(request.order_no)).status == "paying"
+
+    confirmed = await mock.confirm(request.order_no)
+    assert confirmed["status"] == "paid"
+    items = await mock.notifications(request.order_no)
+    event = await channel.parse_callback(*raw_request(items[0]))
+    assert event.refund is None
+    assert event.payment.status == "paid" and event.payment.order_no == request.order_no
+    assert event.payment.amount_fen == 1234 and event.payment.channel_trade_no == confirmed["channel_trade_no"]
+    assert event.payment.paid_at is not None
+
+    state = await channel.query(request.order_no)
+    assert (state.status, state.amount_fen, state.channel_trade_no) == ("paid", 1234, confirmed["channel_trade_no"])
+
+
+async def test_h5_payment_goes_through_the_payment_page(channel, web, mock, live_server):
+    request = payment_request(live_server.base_url, "wechat_h5", 880)
+    action = await channel.create_payment(request)
+    assert action.action == "redirect" and "redirect_url=" in action.data["url"]
+
+    page = await web.get(action.data["url"])
+    assert page.status_code == 200 and "8.80" in page.text and "确认支付" in page.text
+    form = re.search(r'<form method="post" action="([^"]+/confirm)"', page.text).group(1)
+    done = await web.post(live_server.base_url + form, data={"from": "page"})
+    assert done.status_code == 303 and done.headers["location"] == request.return_url
+
+    event = await channel.parse_callback(*raw_request((await mock.notifications(request.order_no))[0]))
+    assert (event.payment.status, event.payment.amount_fen) == ("paid", 880)
+
+
+async def test_md5_merchant_signs_and_verifies_with_md5(mock, config, live_server):
+    md5 = WeChatChannel(replace(config, secrets={**config.secrets, "sign_type": "MD5"}))
+    request = payment_request(live_server.base_url, "wechat_jsapi", 500, payer_id=OPENID)
+    action = await md5.create_payment(request)
+    assert action.data["signType"] == "MD5"
+    await mock.confirm(request.order_no)
+    item = (await mock.notifications(request.order_no))[0]
+    assert "<sign_type>" not in item["raw_body"]
+    assert (await md5.parse_callback(*raw_request(item))).payment.amount_fen == 500
+
+
+async def test_a_wrong_api_key_is_refused_by_the_channel(config, live_server):
+    wrong = WeChatChannel(replace(config, secrets={**config.secrets, "api_key": "x" * 32}))
+    with pytest.raises(ChannelRefused) as refused:
+        await wrong.query("NO-SUCH-ORDER")
+    assert refused.value.details["code"] == "签名错误"
