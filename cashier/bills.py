@@ -8,6 +8,7 @@ import csv
 import io
 from datetime import date, datetime, time, timedelta, timezone
 
+from cardcore.clock import as_utc
 from cashier.models import Order, OrderStatus, Refund, RefundStatus
 
 CHINA = timezone(timedelta(hours=8))
@@ -19,8 +20,9 @@ PAID_STATES = (OrderStatus.paid, OrderStatus.refunding, OrderStatus.refunded, Or
 
 
 def day_bounds(day: date) -> tuple[datetime, datetime]:
+    """The China-time day as UTC moments (how times are stored)."""
     start = datetime.combine(day, time.min, tzinfo=CHINA)
-    return start, start + timedelta(days=1)
+    return as_utc(start), as_utc(start + timedelta(days=1))
 
 
 def _local(moment: datetime) -> str:

@@ -63,7 +63,7 @@ class Order(Model):
     return_url = fields.CharField(max_length=512, default="")
     status = fields.CharEnumField(OrderStatus, max_length=20, default=OrderStatus.created)
     channel = fields.CharField(max_length=16, null=True)
-    method = fields.CharField(max_length=16, null=True)
+    method = fields.CharField(max_length=24, null=True)
     channel_trade_no = fields.CharField(max_length=64, default="")
     paid_fen = fields.BigIntField(default=0)
     insurance_fen = fields.BigIntField(default=0)

@@ -193,15 +193,21 @@ async def deliver_due(rt: Runtime, http: httpx.AsyncClient, owner: str | None = 
     if not rows:
         return 0
     slots = asyncio.Semaphore(CONCURRENT_DELIVERIES)
+    # One order's notifications go out one after another, in the order they happened;
+    # different orders' go out side by side.
+    by_order: dict[str, list[Notification]] = {}
+    for row in rows:
+        by_order.setdefault(row.order_no, []).append(row)
 
-    async def one(row: Notification) -> None:
+    async def in_sequence(batch: list[Notification]) -> None:
         async with slots:
-            try:
-                await _deliver_one(rt, http, row, owner)
-            except Exception:  # one bad row must not stop the others; its lease brings it back
-                log.exception("notification delivery failed", extra={"notification_id": row.id})
+            for row in sorted(batch, key=lambda r: r.id):
+                try:
+                    await _deliver_one(rt, http, row, owner)
+                except Exception:  # one bad row must not stop the others; its lease brings it back
+                    log.exception("notification delivery failed", extra={"notification_id": row.id})
 
-    await asyncio.gather(*(one(row) for row in rows))
+    await asyncio.gather(*(in_sequence(batch) for batch in by_order.values()))
     return len(rows)
 
 

@@ -23,7 +23,7 @@ from tortoise.transactions import in_transaction
 from cardcore import crypto
 from cardcore.errors import CardNotFound, ValidationFailed
 from cardcore.models import Card
-from cardcore.clock import iso, utcnow
+from cardcore.clock import as_utc, iso, utcnow
 from cardcore.runtime import Runtime
 from cashier import accounts, channels, notifier
 from cashier.channels.base import ChannelRefused, PayAction, PaymentRequest, PaymentState
@@ -197,7 +197,7 @@ async def settle_payment(rt: Runtime, order_no: str, state: PaymentState, source
         order.status = OrderStatus.paid
         order.paid_fen = state.amount_fen
         order.insurance_fen = state.insurance_fen
-        order.paid_at = state.paid_at or utcnow()
+        order.paid_at = as_utc(state.paid_at) or utcnow()
         order.channel_trade_no = state.channel_trade_no
         order.closed_at = None
         await order.save(using_db=conn)

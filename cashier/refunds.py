@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from cardcore.clock import iso, utcnow
+from cardcore.clock import as_utc, iso, utcnow
 from cardcore.runtime import Runtime
 from cashier import accounts, notifier
 from cashier.channels.base import ChannelRefused, ChannelUnreachable, RefundState
@@ -121,7 +121,7 @@ async def settle_refund(rt: Runtime, refund_no: str, state: RefundState, source:
                 raise AmountMismatch(details={"refund_fen": refund.amount_fen, "channel_fen": state.amount_fen})
             refund.status = RefundStatus.succeeded
             refund.channel_refund_no = state.channel_refund_no
-            refund.finished_at = state.finished_at or utcnow()
+            refund.finished_at = as_utc(state.finished_at) or utcnow()
             event = "refund.succeeded"
         else:
             refund.status = RefundStatus.failed

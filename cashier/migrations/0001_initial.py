@@ -79,7 +79,7 @@ class Migration(migrations.Migration):
                 ('return_url', fields.CharField(default='', max_length=512)),
                 ('status', fields.CharEnumField(default=OrderStatus.created, description='created: created\npaying: paying\npaid: paid\nclosed: closed\nrefunding: refunding\nrefunded: refunded\npartially_refunded: partially_refunded', enum_type=OrderStatus, max_length=20)),
                 ('channel', fields.CharField(null=True, max_length=16)),
-                ('method', fields.CharField(null=True, max_length=16)),
+                ('method', fields.CharField(null=True, max_length=24)),
                 ('channel_trade_no', fields.CharField(default='', max_length=64)),
                 ('paid_fen', fields.BigIntField(default=0)),
                 ('insurance_fen', fields.BigIntField(default=0)),
