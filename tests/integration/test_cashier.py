@@ -45,14 +45,14 @@ async def clean_mocks(http):
 
 @pytest.fixture(scope="session")
 async def platform_channels(rt):
-    for config in [c for c in mock_merchant_configs(rt.settings).values() if c.channel in __import__("cashier.channels").channels.BUILTIN]:  # TEMP
+    for config in mock_merchant_configs(rt.settings).values():
         await accounts.save_account(rt, accounts.PLATFORM_ACCOUNT, config)
 
 
 @pytest.fixture
 async def hospital(rt, institution, platform_channels):
     """An approved institution with an account at every mock channel."""
-    for config in [c for c in mock_merchant_configs(rt.settings).values() if c.channel in __import__("cashier.channels").channels.BUILTIN]:  # TEMP
+    for config in mock_merchant_configs(rt.settings).values():
         await accounts.save_account(rt, institution.client_id, config)
     return institution
 
