@@ -107,9 +107,15 @@ class AlipayChannel(Channel):
             raise unreachable(CHANNEL, "answer signature does not verify") from None
         except AliPayException as exc:  # an unsigned error answer: the gateway refused the call
             error = error_of(exc)
-            raise refused(CHANNEL, str(error.get("sub_code") or error.get("code") or "unknown"),
-                          str(error.get("sub_msg") or error.get("msg") or "")) from None
-        except (OSError, http.client.HTTPException) as exc:  # URLError, HTTPError, timeouts, dropped connections
+            raise refused(
+                CHANNEL,
+                str(error.get("sub_code") or error.get("code") or "unknown"),
+                str(error.get("sub_msg") or error.get("msg") or ""),
+            ) from None
+        except (
+            OSError,
+            http.client.HTTPException,
+        ) as exc:  # URLError, HTTPError, timeouts, dropped connections
             raise unreachable(CHANNEL, exc.__class__.__name__) from None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise unreachable(CHANNEL, f"unreadable answer: {exc.__class__.__name__}") from None
@@ -127,12 +133,16 @@ class AlipayChannel(Channel):
     async def create_payment(self, request: PaymentRequest) -> PayAction:
         sdk = self._client()
         common = dict(
-            subject=request.subject[:256], out_trade_no=request.order_no, total_amount=fen_to_yuan(request.amount_fen),
-            notify_url=request.notify_url, time_expire=beijing(request.expires_at).strftime(TIME),
+            subject=request.subject[:256],
+            out_trade_no=request.order_no,
+            total_amount=fen_to_yuan(request.amount_fen),
+            notify_url=request.notify_url,
+            time_expire=beijing(request.expires_at).strftime(TIME),
         )
         if request.method == "alipay_wap":
-            query = sdk.api_alipay_trade_wap_pay(return_url=request.return_url or None, quit_url=request.return_url,
-                                                 **common)
+            query = sdk.api_alipay_trade_wap_pay(
+                return_url=request.return_url or None, quit_url=request.return_url, **common
+            )
             return PayAction("redirect", {"url": f"{self.config.gateway}?{query}"})
         if request.method == "alipay_app":
             return PayAction("app", {"order_string": sdk.api_alipay_trade_app_pay(**common)})
@@ -140,19 +150,29 @@ class AlipayChannel(Channel):
 
     async def micropay(self, request: PaymentRequest, auth_code: str) -> PaymentState:
         sdk = self._client()
-        answer = await self._call(lambda: sdk.api_alipay_trade_pay(
-            request.order_no, "bar_code", auth_code, request.subject[:256], notify_url=request.notify_url or None,
-            total_amount=fen_to_yuan(request.amount_fen),
-        ))
+        answer = await self._call(
+            lambda: sdk.api_alipay_trade_pay(
+                request.order_no,
+                "bar_code",
+                auth_code,
+                request.subject[:256],
+                notify_url=request.notify_url or None,
+                total_amount=fen_to_yuan(request.amount_fen),
+            )
+        )
         if answer["code"] == PAYING:  # waiting for the payer's password: query until it is done
             return PaymentState("paying", request.order_no)
-        return self._state(request.order_no, {**answer, "trade_status": "TRADE_SUCCESS",
-                                              "send_pay_date": answer.get("gmt_payment", "")})
+        return self._state(
+            request.order_no,
+            {**answer, "trade_status": "TRADE_SUCCESS", "send_pay_date": answer.get("gmt_payment", "")},
+        )
 
     async def query(self, order_no: str) -> PaymentState:
         sdk = self._client()
-        answer = await self._call(lambda: sdk.api_alipay_trade_query(out_trade_no=order_no),
-                                  accept=frozenset({"ACQ.TRADE_NOT_EXIST"}))
+        answer = await self._call(
+            lambda: sdk.api_alipay_trade_query(out_trade_no=order_no),
+            accept=frozenset({"ACQ.TRADE_NOT_EXIST"}),
+        )
         if answer.get("sub_code") == "ACQ.TRADE_NOT_EXIST":
             return PaymentState("not_found", order_no)
         return self._state(order_no, answer)
@@ -168,26 +188,41 @@ class AlipayChannel(Channel):
             raise unreachable(CHANNEL, "unreadable total_amount") from None
         paid = status == "paid"
         return PaymentState(
-            status, order_no, amount_fen=amount, channel_trade_no=str(answer.get("trade_no") or ""),
+            status,
+            order_no,
+            amount_fen=amount,
+            channel_trade_no=str(answer.get("trade_no") or ""),
             paid_at=parse_beijing(str(answer.get("send_pay_date") or answer.get("gmt_payment") or ""), TIME)
-            if paid else None,
+            if paid
+            else None,
             self_pay_fen=amount if paid else None,
         )
 
     async def close(self, order_no: str) -> None:
         sdk = self._client()
-        await self._call(lambda: sdk.api_alipay_trade_close(out_trade_no=order_no),
-                         accept=frozenset({"ACQ.TRADE_NOT_EXIST"}))
+        await self._call(
+            lambda: sdk.api_alipay_trade_close(out_trade_no=order_no),
+            accept=frozenset({"ACQ.TRADE_NOT_EXIST"}),
+        )
 
     # --- refunds ------------------------------------------------------------------------
 
     async def refund(self, order_no, refund_no, total_fen, refund_fen, reason, notify_url=""):
         sdk = self._client()
-        answer = await self._call(lambda: sdk.api_alipay_trade_refund(
-            fen_to_yuan(refund_fen), out_trade_no=order_no, out_request_no=refund_no, refund_reason=reason[:256],
-        ))
-        return RefundState("succeeded", refund_no, amount_fen=refund_fen,
-                           finished_at=parse_beijing(str(answer.get("gmt_refund_pay") or ""), TIME))
+        answer = await self._call(
+            lambda: sdk.api_alipay_trade_refund(
+                fen_to_yuan(refund_fen),
+                out_trade_no=order_no,
+                out_request_no=refund_no,
+                refund_reason=reason[:256],
+            )
+        )
+        return RefundState(
+            "succeeded",
+            refund_no,
+            amount_fen=refund_fen,
+            finished_at=parse_beijing(str(answer.get("gmt_refund_pay") or ""), TIME),
+        )
 
     async def query_refund(self, order_no: str, refund_no: str) -> RefundState:
         sdk = self._client()
@@ -197,9 +232,15 @@ class AlipayChannel(Channel):
         )
         if not answer.get("refund_amount"):  # Alipay's answer for a refund it does not know
             return RefundState("not_found", refund_no)
-        status = "succeeded" if answer.get("refund_status", "REFUND_SUCCESS") == "REFUND_SUCCESS" else "processing"
-        return RefundState(status, refund_no, amount_fen=yuan_to_fen(answer["refund_amount"]),
-                           finished_at=parse_beijing(str(answer.get("gmt_refund_pay") or ""), TIME))
+        status = (
+            "succeeded" if answer.get("refund_status", "REFUND_SUCCESS") == "REFUND_SUCCESS" else "processing"
+        )
+        return RefundState(
+            status,
+            refund_no,
+            amount_fen=yuan_to_fen(answer["refund_amount"]),
+            finished_at=parse_beijing(str(answer.get("gmt_refund_pay") or ""), TIME),
+        )
 
     # --- callbacks ----------------------------------------------------------------------
 
@@ -227,10 +268,13 @@ class AlipayChannel(Channel):
         order_no = fields.get("out_trade_no", "")
         try:
             if fields.get("out_biz_no") and fields.get("refund_fee"):
-                return CallbackEvent(refund=RefundState(
-                    "succeeded", fields["out_biz_no"],
-                    finished_at=parse_beijing(fields.get("gmt_refund", "")[:19], TIME),
-                ))
+                return CallbackEvent(
+                    refund=RefundState(
+                        "succeeded",
+                        fields["out_biz_no"],
+                        finished_at=parse_beijing(fields.get("gmt_refund", "")[:19], TIME),
+                    )
+                )
             return CallbackEvent(payment=self._state(order_no, fields))
         except ValueError:
             raise BadCallback("notification fields unreadable") from None
@@ -243,15 +287,21 @@ class AlipayChannel(Channel):
 
     async def sign_agreement(self, payer_id: str) -> str:
         sdk = self._client()
-        biz = {"personal_product_code": "GENERAL_WITHHOLDING_P", "sign_scene": "INDUSTRY|MEDICAL",
-               "external_logon_id": payer_id, "external_agreement_no": secrets.token_hex(16)}
+        biz = {
+            "personal_product_code": "GENERAL_WITHHOLDING_P",
+            "sign_scene": "INDUSTRY|MEDICAL",
+            "external_logon_id": payer_id,
+            "external_agreement_no": secrets.token_hex(16),
+        }
         answer = await self._call(lambda: sdk.server_api("alipay.user.agreement.sign", biz_content=biz))
         return field(answer, "agreement_no", CHANNEL)
 
     async def payment_token(self, agreement_id: str) -> str:
         sdk = self._client()
         answer = await self._call(
-            lambda: sdk.server_api("alipay.user.agreement.paycode.create", biz_content={"agreement_no": agreement_id})
+            lambda: sdk.server_api(
+                "alipay.user.agreement.paycode.create", biz_content={"agreement_no": agreement_id}
+            )
         )
         return field(answer, "pay_code", CHANNEL)
 
@@ -261,8 +311,10 @@ class AlipayChannel(Channel):
         """The 业务明细 CSV of the day's trade bill (fetched as a zip of GBK files), decoded."""
         sdk = self._client()
         answer = await self._call(
-            lambda: sdk.server_api("alipay.data.dataservice.bill.downloadurl.query",
-                                   biz_content={"bill_type": "trade", "bill_date": day}),
+            lambda: sdk.server_api(
+                "alipay.data.dataservice.bill.downloadurl.query",
+                biz_content={"bill_type": "trade", "bill_date": day},
+            ),
             accept=frozenset({"isp.bill_not_exist"}),
         )
         if answer.get("sub_code") == "isp.bill_not_exist":
@@ -291,11 +343,30 @@ class AlipayChannel(Channel):
             at = parse_beijing(cells[5], TIME)
             received, fee = yuan_to_fen(cells[12]), -yuan_to_fen(cells[22] or "0")
             if cells[2] == "退款":
-                records.append(BillRecord("refund", cells[1], -received, channel_trade_no=cells[0],
-                                          refund_no=cells[21], fee_fen=fee, status=cells[2], at=at))
+                records.append(
+                    BillRecord(
+                        "refund",
+                        cells[1],
+                        -received,
+                        channel_trade_no=cells[0],
+                        refund_no=cells[21],
+                        fee_fen=fee,
+                        status=cells[2],
+                        at=at,
+                    )
+                )
             else:
-                records.append(BillRecord("payment", cells[1], received, channel_trade_no=cells[0], fee_fen=fee,
-                                          status=cells[2], at=at))
+                records.append(
+                    BillRecord(
+                        "payment",
+                        cells[1],
+                        received,
+                        channel_trade_no=cells[0],
+                        fee_fen=fee,
+                        status=cells[2],
+                        at=at,
+                    )
+                )
         return records
 
 
