@@ -201,21 +201,14 @@ def _mark_paid(order: dict, buyer_id: str) -> dict:
 async def _after_payment(request: Request, order: dict) -> None:
     account = await mock.merchant(request)
     await cache(request).set(mock.key("transaction", order["trade_no"]), order["out_trade_no"], ex=7 * 86400)
-    await mock.add_bill_line(
-        request,
-        account.merchant_id,
-        {
-            "kind": "payment",
-            "trade_no": order["trade_no"],
-            "out_trade_no": order["out_trade_no"],
-            "subject": order["subject"],
-            "created_at": order["created_at"],
-            "amount_fen": order["amount_fen"],
-            "buyer": order["buyer_id"],
-        },
-    )
+    await mock.add_bill_line(request, account.merchant_id, _bill_line(order, "payment"))
     if order["notify_url"]:
         await mock.notify(request, order["out_trade_no"], await _notification(request, order))
+
+
+def _bill_line(order: dict, kind: str, **refund) -> dict:
+    names = ("trade_no", "out_trade_no", "subject", "created_at", "amount_fen")
+    return {"kind": kind, "buyer": order["buyer_id"], **{n: order[n] for n in names}, **refund}
 
 
 async def _notification(request: Request, order: dict, refund: dict | None = None):
@@ -390,21 +383,8 @@ async def trade_refund(request: Request, params: dict, biz: dict) -> dict:
         if sum(r["amount_fen"] for r in order["refunds"]) == order["amount_fen"]:
             order["trade_status"] = "TRADE_CLOSED"  # fully refunded
         await mock.save_order(request, order)
-    await mock.add_bill_line(
-        request,
-        (await mock.merchant(request)).merchant_id,
-        {
-            "kind": "refund",
-            "trade_no": order["trade_no"],
-            "out_trade_no": order["out_trade_no"],
-            "subject": order["subject"],
-            "created_at": order["created_at"],
-            "amount_fen": order["amount_fen"],
-            "buyer": order["buyer_id"],
-            "refund_fen": amount,
-            "out_request_no": request_no,
-        },
-    )
+    line = _bill_line(order, "refund", refund_fen=amount, out_request_no=request_no)
+    await mock.add_bill_line(request, (await mock.merchant(request)).merchant_id, line)
     if order["notify_url"]:
         await mock.notify(request, order["out_trade_no"], await _notification(request, order, refund))
     return _refund_answer(order, refund, "Y")

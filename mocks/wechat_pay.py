@@ -256,20 +256,12 @@ def _paid(order: dict, openid: str) -> dict:
 
 async def _after_payment(request: Request, order: dict, account) -> None:
     await _index(request, "transaction", order["trade_no"], order["out_trade_no"])
-    await mock.add_bill_line(
-        request,
-        account.merchant_id,
-        {
-            "kind": "payment",
-            "appid": order["appid"],
-            "trade_no": order["trade_no"],
-            "out_trade_no": order["out_trade_no"],
-            "openid": order.get("openid") or "",
-            "trade_type": order["trade_type"],
-            "amount_fen": order["amount_fen"],
-            "subject": order["subject"],
-        },
-    )
+    await mock.add_bill_line(request, account.merchant_id, _bill_line(order, "payment"))
+
+
+def _bill_line(order: dict, kind: str, **refund) -> dict:
+    names = ("appid", "trade_no", "out_trade_no", "trade_type", "amount_fen", "subject")
+    return {"kind": kind, "openid": order.get("openid") or "", **{n: order[n] for n in names}, **refund}
 
 
 @mock.on_confirm
@@ -437,23 +429,14 @@ async def refund(request: Request, params: dict, account) -> dict:
         order["refunds"].append(record)
         await mock.save_order(request, order)
         await _index(request, "refund", record["out_refund_no"], order["out_trade_no"])
-    await mock.add_bill_line(
-        request,
-        account.merchant_id,
-        {
-            "kind": "refund",
-            "appid": order["appid"],
-            "trade_no": order["trade_no"],
-            "out_trade_no": order["out_trade_no"],
-            "openid": order.get("openid") or "",
-            "trade_type": order["trade_type"],
-            "amount_fen": order["amount_fen"],
-            "subject": order["subject"],
-            "refund_id": record["refund_id"],
-            "out_refund_no": record["out_refund_no"],
-            "refund_fen": amount,
-        },
+    line = _bill_line(
+        order,
+        "refund",
+        refund_id=record["refund_id"],
+        out_refund_no=record["out_refund_no"],
+        refund_fen=amount,
     )
+    await mock.add_bill_line(request, account.merchant_id, line)
     if record["notify_url"]:
         await mock.notify(request, order["out_trade_no"], _refund_notification(order, record, account))
     return _refund_fields(order, record)
