@@ -551,11 +551,16 @@ async def contract_sign(request: Request, params: dict, account) -> dict:
     }
 
 
-@api("/papay/querycontract")
-async def contract_query(request: Request, params: dict, account) -> dict:
+async def _contract(request: Request, params: dict, account) -> dict:
     record = await mock.agreement(request, params.get("contract_id") or "")
     if record is None or record["merchant"] != account.merchant_id:
         raise PayError("CONTRACT_NOT_EXIST", "签约协议不存在")
+    return record
+
+
+@api("/papay/querycontract")
+async def contract_query(request: Request, params: dict, account) -> dict:
+    record = await _contract(request, params, account)
     return {
         "contract_id": record["agreement_id"],
         "openid": record["payer_id"],
@@ -566,9 +571,7 @@ async def contract_query(request: Request, params: dict, account) -> dict:
 
 @api("/pay/authcode/issue")
 async def authcode_issue(request: Request, params: dict, account) -> dict:
-    record = await mock.agreement(request, params.get("contract_id") or "")
-    if record is None or record["merchant"] != account.merchant_id:
-        raise PayError("CONTRACT_NOT_EXIST", "签约协议不存在")
+    record = await _contract(request, params, account)
     return {
         "contract_id": record["agreement_id"],
         "auth_code": await mock.issue_code(request, record),

@@ -86,6 +86,7 @@ class AlipayChannel(Channel):
         return f"AlipayChannel(app_id={self.config.app_id!r}, gateway={self.config.gateway!r})"
 
     def _client(self) -> AliPay:
+        """The SDK object, built on first use (it parses the keys): call it off the event loop."""
         with self._lock:
             if self._sdk is None:
                 sdk = AliPay(
@@ -131,7 +132,8 @@ class AlipayChannel(Channel):
     # --- payments -----------------------------------------------------------------------
 
     async def create_payment(self, request: PaymentRequest) -> PayAction:
-        sdk = self._client()
+        if request.method not in self.methods:
+            raise ValueError(f"Alipay does not serve {request.method}")
         common = dict(
             subject=request.subject[:256],
             out_trade_no=request.order_no,
@@ -139,17 +141,21 @@ class AlipayChannel(Channel):
             notify_url=request.notify_url,
             time_expire=beijing(request.expires_at).strftime(TIME),
         )
-        if request.method == "alipay_wap":
-            query = sdk.api_alipay_trade_wap_pay(
+
+        def signed() -> str:  # signing only, no call: RSA off the event loop all the same
+            if request.method == "alipay_app":
+                return self._client().api_alipay_trade_app_pay(**common)
+            return self._client().api_alipay_trade_wap_pay(
                 return_url=request.return_url or None, quit_url=request.return_url, **common
             )
-            return PayAction("redirect", {"url": f"{self.config.gateway}?{query}"})
+
+        order_string = await run_sync(signed)
         if request.method == "alipay_app":
-            return PayAction("app", {"order_string": sdk.api_alipay_trade_app_pay(**common)})
-        raise ValueError(f"Alipay does not serve {request.method}")
+            return PayAction("app", {"order_string": order_string})
+        return PayAction("redirect", {"url": f"{self.config.gateway}?{order_string}"})
 
     async def micropay(self, request: PaymentRequest, auth_code: str) -> PaymentState:
-        sdk = self._client()
+        sdk = await run_sync(self._client)
         answer = await self._call(
             lambda: sdk.api_alipay_trade_pay(
                 request.order_no,
@@ -168,7 +174,7 @@ class AlipayChannel(Channel):
         )
 
     async def query(self, order_no: str) -> PaymentState:
-        sdk = self._client()
+        sdk = await run_sync(self._client)
         answer = await self._call(
             lambda: sdk.api_alipay_trade_query(out_trade_no=order_no),
             accept=frozenset({"ACQ.TRADE_NOT_EXIST"}),
@@ -199,7 +205,7 @@ class AlipayChannel(Channel):
         )
 
     async def close(self, order_no: str) -> None:
-        sdk = self._client()
+        sdk = await run_sync(self._client)
         await self._call(
             lambda: sdk.api_alipay_trade_close(out_trade_no=order_no),
             accept=frozenset({"ACQ.TRADE_NOT_EXIST"}),
@@ -208,7 +214,7 @@ class AlipayChannel(Channel):
     # --- refunds ------------------------------------------------------------------------
 
     async def refund(self, order_no, refund_no, total_fen, refund_fen, reason, notify_url=""):
-        sdk = self._client()
+        sdk = await run_sync(self._client)
         answer = await self._call(
             lambda: sdk.api_alipay_trade_refund(
                 fen_to_yuan(refund_fen),
@@ -225,7 +231,7 @@ class AlipayChannel(Channel):
         )
 
     async def query_refund(self, order_no: str, refund_no: str) -> RefundState:
-        sdk = self._client()
+        sdk = await run_sync(self._client)
         answer = await self._call(
             lambda: sdk.api_alipay_trade_fastpay_refund_query(refund_no, out_trade_no=order_no),
             accept=frozenset({"ACQ.TRADE_NOT_EXIST"}),
@@ -255,7 +261,7 @@ class AlipayChannel(Channel):
         if not signature or fields.get("sign_type", "RSA2") != "RSA2":
             raise BadCallback("unsigned notification")
         try:
-            verified = await run_sync(self._client().verify, dict(fields), signature)
+            verified = await run_sync(lambda: self._client().verify(dict(fields), signature))
         except (AliPayException, ValueError, TypeError):
             verified = False
         if not verified:
@@ -286,7 +292,7 @@ class AlipayChannel(Channel):
     # --- agreements and payment codes ------------------------------------------------------
 
     async def sign_agreement(self, payer_id: str) -> str:
-        sdk = self._client()
+        sdk = await run_sync(self._client)
         biz = {
             "personal_product_code": "GENERAL_WITHHOLDING_P",
             "sign_scene": "INDUSTRY|MEDICAL",
@@ -297,7 +303,7 @@ class AlipayChannel(Channel):
         return field(answer, "agreement_no", CHANNEL)
 
     async def payment_token(self, agreement_id: str) -> str:
-        sdk = self._client()
+        sdk = await run_sync(self._client)
         answer = await self._call(
             lambda: sdk.server_api(
                 "alipay.user.agreement.paycode.create", biz_content={"agreement_no": agreement_id}
@@ -309,7 +315,7 @@ class AlipayChannel(Channel):
 
     async def download_bill(self, day: str) -> str:
         """The 业务明细 CSV of the day's trade bill (fetched as a zip of GBK files), decoded."""
-        sdk = self._client()
+        sdk = await run_sync(self._client)
         answer = await self._call(
             lambda: sdk.server_api(
                 "alipay.data.dataservice.bill.downloadurl.query",

@@ -42,6 +42,7 @@ from wechatpy.pay import WeChatPay
 from wechatpy.pay.utils import calculate_signature, calculate_signature_hmac
 from wechatpy.utils import random_string
 
+from cardcore.crypto import constant_time_equal
 from cardcore.providers._threads import run_sync
 from cashier.channels import register
 from cashier.channels._common import (
@@ -143,7 +144,7 @@ class _Pay(WeChatPay):
         except Exception:  # noqa: BLE001 - not XML: a bill file
             return res.text
         if isinstance(data, dict) and data.get("return_code") == "SUCCESS" and "sign" in data:
-            if data["sign"] != sign(data, self.api_key, self.sign_type):
+            if not constant_time_equal(data["sign"] or "", sign(data, self.api_key, self.sign_type)):
                 raise _InvalidAnswer()
         return super()._handle_result(res)
 
@@ -420,7 +421,7 @@ class WeChatChannel(Channel):
         if (
             sign_type not in SIGN_TYPES
             or not data.get("sign")
-            or data["sign"] != sign(data, self.api_key, sign_type)
+            or not constant_time_equal(data["sign"], sign(data, self.api_key, sign_type))
         ):
             raise BadCallback("signature does not verify")
         order_no = data.get("out_trade_no") or ""
