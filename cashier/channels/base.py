@@ -158,13 +158,7 @@ class Channel(ABC):
 
     @abstractmethod
     async def refund(
-        self,
-        order_no: str,
-        refund_no: str,
-        total_fen: int,
-        refund_fen: int,
-        reason: str,
-        notify_url: str = "",
+        self, order_no: str, refund_no: str, total_fen: int, refund_fen: int, reason: str, notify_url: str = ""
     ) -> RefundState:
         """Ask for a refund; ``notify_url`` is where the channel reports its result (without it:
         the order's notify URL, or the one configured at the channel)."""
