@@ -41,10 +41,6 @@ INSURANCE_APP_ID = "ybdev000000000000001"
 _lock = threading.Lock()
 
 
-def mock_gateway_base(settings) -> str:
-    return f"{settings.base_url.rstrip('/')}/_mock"
-
-
 def mock_merchant_configs(settings) -> dict[str, MerchantConfig]:
     """channel code -> the development merchant account at the mock gateway of this server."""
     return dict(
