@@ -40,6 +40,7 @@ class Settings:
     signature_window_s: int = 300
     nonce_ttl_s: int = 600
     client_cache_ttl_s: int = 30
+    event_flush_ms: int = 250  # how often each server worker writes queued code events
     registrations_per_hour: int = 30
     proxies_count: int = 0
     log_level: str = "INFO"
@@ -107,6 +108,8 @@ class Settings:
             raise SettingsError("EHC_DYNAMIC_CODE_TTL_S must be at least 10 seconds")
         if self.workers < 1:
             raise SettingsError("EHC_WORKERS must be at least 1")
+        if self.event_flush_ms < 10:
+            raise SettingsError("EHC_EVENT_FLUSH_MS must be at least 10 milliseconds")
         return replace(self, **changes)
 
     def _provider_defaults(self, base_url: str, var_dir: Path, mocks: bool) -> dict:

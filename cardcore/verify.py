@@ -2,7 +2,8 @@
 
 Single use holds across every worker and host: a dynamic code is spent by an atomic
 SET NX in the shared cache. Three failed verifications of the same code text lock it
-for ``LOCK_S``. Every issuance and every verification, refused or not, is recorded.
+for ``LOCK_S``. Every issuance and every verification, refused or not, is recorded
+(through the queue of ``cardcore.codeevents``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from cardcore import audit, errors, otp
+from cardcore import audit, codeevents, errors, otp
 from cardcore.cards import card_cache_key
 from cardcore.codes import CodeText, open_valid, parse_code_text, seal_valid
-from cardcore.models import Card, CardStatus, CodeEvent
+from cardcore.models import Card, CardStatus
 from cardcore.pii import mask_id_number
 from cardcore.runtime import Runtime
 
@@ -172,16 +173,7 @@ def _require_active(facts: dict) -> None:
 
 
 async def _record(rt: Runtime, action: str, actor: audit.Actor, code_type: str, scene: str, result: str, vuid: str | None) -> None:
-    await CodeEvent.create(
-        action=action,
-        health_card_id=vuid if vuid and len(vuid) == 64 else None,
-        code_type=code_type,
-        scene=scene,
-        result=result,
-        client_id=actor.client_id,
-        institution_id=actor.institution_id,
-        terminal_id=actor.terminal_id,
-    )
+    await codeevents.enqueue(rt, action, actor, code_type, scene, result, vuid)
 
 
 async def code_state(rt: Runtime, health_card_id: str, text: str) -> str:

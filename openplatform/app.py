@@ -10,6 +10,7 @@ import ujson
 from sanic import Sanic
 from sanic_ext import Extend
 
+from cardcore.codeevents import EventFlusher
 from cardcore.db import CORE_APPS
 from cardcore.keyvault import KeyVault, KeyVaultError
 from cardcore.runtime import Runtime
@@ -83,6 +84,16 @@ def create_app(settings: Settings | None = None, name: str = APP_NAME) -> Sanic:
         observability.configure_logging(settings.log_level, settings.log_json)
         app.ctx.rt = await Runtime.start(settings, MODEL_APPS)
         app.ctx.providers = Providers.from_settings(settings)
+
+    @app.after_server_start
+    async def start_background_work(app: Sanic) -> None:
+        app.ctx.event_flusher = EventFlusher(app.ctx.rt, settings.event_flush_ms / 1000).start()
+
+    @app.before_server_stop
+    async def finish_background_work(app: Sanic) -> None:
+        flusher = getattr(app.ctx, "event_flusher", None)
+        if flusher is not None:
+            await flusher.stop()
 
     @app.after_server_stop
     async def close_runtime(app: Sanic) -> None:

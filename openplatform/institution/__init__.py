@@ -215,6 +215,7 @@ async def code_events(request: Request):
     """The institution's own record of code issuance and verification, newest first."""
     query = parse_query(request, EventQuery)
     rows, cursor = await reports.list_code_events(
+        request.app.ctx.rt,
         limit=query.limit,
         cursor=query.cursor,
         institution_id=request.ctx.caller.institution_id,
@@ -232,6 +233,7 @@ async def code_stats(request: Request):
     """Counts of the institution's verifications, grouped as asked."""
     query = parse_query(request, StatsQuery)
     rows = await reports.code_stats(
+        request.app.ctx.rt,
         query.fields(tuple(f for f in reports.GROUP_FIELDS if f != "institution_id")),
         institution_id=request.ctx.caller.institution_id,
         since=query.since,
