@@ -181,14 +181,16 @@ async def card_label(request: Request, health_card_id: str):
 
 
 @bp.post("/codes/verify")
-@signed(*institution_or_terminal, function="codes.verify")
+@signed(*institution_or_terminal, function="codes.verify", defer_nonce=True)
 @json_body(VerifyBody)
 async def verify(request: Request, body: VerifyBody):
     """Verify a scanned static, dynamic or combined code for a scene."""
     caller = request.ctx.caller
     if body.terminal_id and body.terminal_id != caller.terminal_id:
         caller = await authorise_terminal(request, body.terminal_id, "codes.verify")
-    result = await verify_code(request.app.ctx.rt, body.qr_code_text, body.scene, caller.actor, body.otp)
+    result = await verify_code(
+        request.app.ctx.rt, body.qr_code_text, body.scene, caller.actor, body.otp, guard=request.ctx.guard
+    )
     return json(result.view(caller.has_scope("identity.full")))
 
 

@@ -20,13 +20,6 @@ from tests.integration.test_access import assert_refused
 WALLET = Actor(client_id="wallet-test")
 
 
-@pytest.fixture
-async def card(terminal):
-    reply = await terminal.post("/inst/v1/cards", resident())
-    assert reply.status_code == 201, reply.text
-    return reply.json()
-
-
 async def dynamic_code(rt, card) -> str:
     return (await issue_dynamic_code(rt, card["health_card_id"], WALLET)).qr_code_text
 
