@@ -14,12 +14,12 @@ its verification has been answered.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import time
 from datetime import datetime, timezone
 
+import ujson
 from pypika_tortoise.terms import Parameter
 
 from cardcore.audit import Actor
@@ -36,7 +36,7 @@ MAX_BATCHES_PER_FLUSH = 50
 
 def event_fields(action: str, actor: Actor, code_type: str, scene: str, health_card_id: str | None) -> bytes:
     """Everything an event records except its result, as the queue carries it."""
-    return json.dumps(
+    return ujson.dumps(
         {
             "uid": secrets.token_hex(16),
             "at": time.time(),
@@ -47,8 +47,7 @@ def event_fields(action: str, actor: Actor, code_type: str, scene: str, health_c
             "client_id": actor.client_id,
             "institution_id": actor.institution_id,
             "terminal_id": actor.terminal_id,
-        },
-        separators=(",", ":"),
+        }
     ).encode()
 
 
@@ -65,7 +64,7 @@ _COLUMNS = (
 
 
 def _row(fields: dict) -> tuple:
-    event = json.loads(fields[b"event"])
+    event = ujson.loads(fields[b"event"])
     return (
         event["uid"],
         event["action"],

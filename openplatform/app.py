@@ -9,6 +9,7 @@ import ujson
 
 from sanic import Sanic
 from sanic_ext import Extend
+from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 
 from cardcore.codeevents import EventFlusher
 from cardcore.db import CORE_APPS
@@ -67,7 +68,14 @@ def create_app(settings: Settings | None = None, name: str = APP_NAME) -> Sanic:
         OAS_IGNORE_OPTIONS=True,
     )
     app.ctx.settings = settings
-    Extend(app, config={"cors": False, "http_auto_options": False, "http_auto_head": False, "injection": False})
+    # Only the OpenAPI document of sanic-ext: its built-in dependency injection would run a
+    # signal handler on every request even when switched off in the config.
+    Extend(
+        app,
+        extensions=[OpenAPIExtension],
+        built_in_extensions=False,
+        config={"cors": False, "http_auto_options": False, "http_auto_head": False, "injection": False},
+    )
     _describe_api(app)
 
     observability.install(app)
