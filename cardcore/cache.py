@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import redis.asyncio as redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 T = TypeVar("T")
 
@@ -104,6 +104,12 @@ class _ScriptBatch:
                 future.set_result(result)
 
     async def _pipeline(self, calls: list) -> list:
+        if len(calls) == 1:  # alone in its turn: a plain command costs less than a pipeline
+            script, keys, args, _ = calls[0]
+            try:
+                return [await self._client.evalsha(script.sha, len(keys), *keys, *args)]
+            except ResponseError as exc:
+                return [exc]
         pipe = self._client.pipeline(transaction=False)
         for script, keys, args, _ in calls:
             pipe.evalsha(script.sha, len(keys), *keys, *args)

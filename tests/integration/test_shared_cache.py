@@ -74,3 +74,11 @@ async def test_scripts_called_together_travel_together_and_survive_a_script_flus
     results = await asyncio.gather(*(script(rt.redis, ["test-script-counter"], []) for _ in range(10)))
     assert sorted(results) == list(range(1, 11))
     assert len(pipelines) == 2  # one for all ten, one more after loading the flushed script
+
+
+async def test_a_script_called_alone_survives_a_script_flush_too(rt):
+    script = cache.LuaScript("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+    await rt.redis.delete("test-script-alone")
+    await rt.redis.script_flush()
+    assert await script(rt.redis, ["test-script-alone"], [5]) == 5
+    assert await script(rt.redis, ["test-script-alone"], [2]) == 7
