@@ -64,8 +64,15 @@ class _ScriptBatch:
     """Script calls waiting for the end of the current event-loop turn, sent as one pipeline."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self._client = client
+        self._client_ref = weakref.ref(client)  # _batches holds this per client, weakly
         self._waiting: list[tuple[LuaScript, list, list, asyncio.Future]] = []
+
+    @property
+    def _client(self) -> redis.Redis:
+        client = self._client_ref()
+        if client is None:
+            raise RuntimeError("the shared-cache client was closed")
+        return client
 
     def call(self, script: LuaScript, keys: list, args: list) -> asyncio.Future:
         loop = asyncio.get_running_loop()
