@@ -18,6 +18,7 @@ import itertools
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -140,17 +141,40 @@ def running_server(var_dir: Path, env_name: str = "test", before_serve=(), **ext
                 env=process_env(ehc_env),
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
+                start_new_session=True,  # the server and its workers: one process group to stop
+                preexec_fn=_stop_with_parent,
             )
         try:
             _wait_until_up(server.base_url, process, stderr_path)
             yield server
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process_group(process)
+
+
+def _stop_with_parent() -> None:
+    """In the child: SIGTERM when the test process dies, so a killed run leaves no server behind."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def stop_process_group(process: subprocess.Popen, grace_s: float = 30) -> None:
+    """SIGTERM (Sanic's manager stops its workers), then SIGKILL whatever of the group is left."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def _wait_until_up(base_url: str, process: subprocess.Popen, stderr_path: Path) -> None:
