@@ -381,6 +381,7 @@ def read(source: Source, preset: Preset | str, seed: int = 0) -> Reading:
 # --- the terminal ----------------------------------------------------------------------
 
 VERIFY_PATH = "/inst/v1/codes/verify"
+SECOND_CHECK_PATH = "/inst/v1/codes/otp"
 MICROPAY_PATH = "/cashier/v1/micropay"
 TERMINALS_PATH = "/inst/v1/terminals"
 DEFAULT_PRESET = "phone_bright"
@@ -470,6 +471,9 @@ class _Terminal:
         if otp:
             body["otp"] = otp
         return self._signed("POST", VERIFY_PATH, body)
+
+    def _second_check_request(self, text: str, scene: str) -> dict:
+        return self._signed("POST", SECOND_CHECK_PATH, {"qr_code_text": text, "scene": scene})
 
     def _micropay_request(self, text: str, out_trade_no: str, amount_fen: int, subject: str) -> dict:
         body = {"qr_code_text": text, "out_trade_no": out_trade_no, "amount_fen": amount_fen}
@@ -567,6 +571,15 @@ class Scanner(_Terminal):
         if not reading.decoded:
             return _report(preset, seed, reading)
         return _report(preset, seed, reading, *self._ask(self._verify_request(reading.text, scene, otp)))
+
+    def send_second_check(self, text: str, scene: str) -> httpx.Response:
+        """Have the platform text the holder of a static code the one-time code for ``scene``.
+
+        What the clerk asks for when a static code is refused in a critical scene
+        (``SCENE_REQUIRES_DYNAMIC``); the resident reads the code out and it goes with the
+        next ``verify`` as ``otp``.
+        """
+        return self._http.request(**self._second_check_request(text, scene))
 
     def micropay(
         self,
@@ -668,6 +681,10 @@ class AsyncScanner(_Terminal):
         request = self._verify_request(reading.text, scene, otp)
         return _report(preset, seed, reading, *await self._ask(request))
 
+    async def send_second_check(self, text: str, scene: str) -> httpx.Response:
+        """Have the platform text the holder of a static code the one-time code (see ``Scanner``)."""
+        return await self._http.request(**self._second_check_request(text, scene))
+
     async def micropay(
         self,
         source: Source,
@@ -759,6 +776,9 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--scene", default="consultation", help="verification scene (default: consultation)")
     ask.add_argument("--otp", help="the resident's SMS code, for a static code in a critical scene")
     ask.add_argument(
+        "--send-otp", action="store_true", help="static code needing a second check: text its holder the code"
+    )
+    ask.add_argument(
         "--micropay", action="store_true", help="charge the code (/cashier/v1/micropay), not verify it"
     )
     ask.add_argument("--amount-fen", type=int, default=100, help="--micropay: fen to charge (default 100)")
@@ -787,6 +807,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         terminal = demo.credentials("terminal", args.client_id, args.secret)
     base_url = args.base_url or (demo["base_url"] if demo.seeded else DEFAULT_BASE_URL)
+    second_check = None
     try:
         if args.register:
             scanner = Scanner.register(base_url, institution, admin, args.register)
@@ -802,6 +823,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
             else:
                 report = scanner.verify(source, args.scene, preset=args.preset, seed=args.seed, otp=args.otp)
+                if args.send_otp and (report.reply or {}).get("code") == "SCENE_REQUIRES_DYNAMIC":
+                    sent = scanner.send_second_check(report.text, args.scene)
+                    second_check = {"status": sent.status_code, "reply": sent.json()}
     except RegistrationRefused as exc:
         parser.exit(1, f"the terminal was not registered: {exc}\n")
     except httpx.HTTPStatusError as exc:
@@ -809,6 +833,8 @@ def main(argv: list[str] | None = None) -> int:
     except httpx.TransportError as exc:
         parser.exit(1, f"cannot reach the platform at {base_url}: {exc}\n")
     output = report.as_dict()
+    if second_check:
+        output["second_check"] = second_check  # run again with --otp and the code the holder received
     if args.register:
         # The secret is shown once: without it the new terminal could not sign again.
         output["terminal"] = asdict(scanner.credentials)
