@@ -33,6 +33,15 @@ async def eventually(check, timeout_s: float = 15.0, interval_s: float = 0.05):
         await asyncio.sleep(interval_s)
 
 
+def scanned(report, status: int, code: str | None = None) -> dict:
+    """A reader's scan (``mocks.scanner.ScanReport``) decoded; the platform answered ``status``/``code``."""
+    assert report.decoded, f"{report.preset} seed {report.seed} did not decode"
+    assert report.status == status, report.reply
+    if code is not None:
+        assert report.reply["code"] == code, report.reply
+    return report.reply
+
+
 # --- residents ---------------------------------------------------------------------------
 
 
@@ -88,9 +97,9 @@ async def claimed(http, **overrides) -> tuple[Resident, dict]:
     return account, reply.json()
 
 
-async def strong_account(http) -> tuple[Resident, dict]:
-    """A resident who claimed their own card and raised it to strong authentication by SMS."""
-    person = await known_person(http)
+async def strong_account(http, person: dict | None = None) -> tuple[Resident, dict]:
+    """A resident (``person`` or someone new) who claimed their own card and made it strong by SMS."""
+    person = person or await known_person(http)
     account = await log_in(http)
     card = (await account.post("/mp/v1/cards", {**person, "relation": "self"})).json()
     await account.post("/mp/v1/auth/sms", {"health_card_id": card["health_card_id"]})
