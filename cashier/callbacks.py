@@ -25,8 +25,10 @@ log = logging.getLogger("ehc.cashier.callbacks")
 async def _channel_for_callback(rt: Runtime, channel_code: str, headers: dict, body: bytes) -> Channel | None:
     hint = channels.channel_class(channel_code).peek_callback(headers, body)
     if hint.order_no:
+        # The institution's account at the reporting channel, even if the resident has
+        # since chosen another channel: money taken there must still be recorded.
         order = await Order.get_or_none(order_no=hint.order_no)
-        if order is not None and order.channel == channel_code:
+        if order is not None:
             try:
                 return await accounts.channel_for(rt, order.institution_id, channel_code)
             except ChannelNotAvailable:
@@ -46,7 +48,7 @@ async def handle_callback(rt: Runtime, channel_code: str, headers: dict, body: b
     try:
         event = await channel.parse_callback(headers, body)
         if event.payment is not None:
-            await settle_payment(rt, event.payment.order_no, event.payment, f"callback:{channel_code}")
+            await settle_payment(rt, event.payment.order_no, event.payment, f"callback:{channel_code}", channel_code)
         if event.refund is not None:
             await settle_refund(rt, event.refund.refund_no, event.refund, f"callback:{channel_code}")
     except (BadCallback, AmountMismatch, OrderNotFound, RefundNotFound) as exc:

@@ -27,6 +27,7 @@ from cashier.errors import DuplicateOutTradeNo, PayCodeRequired
 from cashier.models import Order, OrderStatus
 from cashier.orders import (
     MAX_AMOUNT_FEN,
+    UNPAID,
     _mark_closed,
     _mark_paying,
     open_order,
@@ -76,16 +77,14 @@ async def counter_pay(rt: Runtime, actor: Actor, request: MicropayRequest, clien
         # A retried request (the counter's own timeout): the same charge, never a second one.
         if existing.request_digest != request.digest():
             raise DuplicateOutTradeNo()
-        if existing.status is OrderStatus.paying:
-            await _await_outcome(rt, existing)
-        return await Order.get(order_no=existing.order_no)
+        return await _outcome_of_retry(rt, existing)
     pay_code, card_id = await _identify(rt, request.qr_code_text.strip(), actor)
     try:
         channel_code = channels.channel_of_payment_code(pay_code)
     except LookupError:
         raise PayCodeRequired("not a payment code of any channel open here") from None
     channel = await accounts.channel_for(rt, actor.institution_id, channel_code)
-    order, _ = await open_order(
+    order, created = await open_order(
         rt,
         actor.institution_id,
         request.digest(),
@@ -96,6 +95,8 @@ async def counter_pay(rt: Runtime, actor: Actor, request: MicropayRequest, clien
         health_card_id=card_id,
         notify_url=request.notify_url,
     )
+    if not created:  # the same request arrived twice at once: the first one charges
+        return await _outcome_of_retry(rt, order)
     method = f"{channel_code}_micropay"
     await _mark_paying(order, channel_code, method)
     pay_request = payment_request(rt, order, channel_code, method, client_ip)
@@ -111,6 +112,19 @@ async def counter_pay(rt: Runtime, actor: Actor, request: MicropayRequest, clien
     if state.status != "paid":
         await _await_outcome(rt, await Order.get(order_no=order.order_no))
     return await Order.get(order_no=order.order_no)
+
+
+async def _outcome_of_retry(rt: Runtime, order: Order) -> Order:
+    """The outcome of a charge another request started: wait for it as the counter would."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + rt.settings.micropay_wait_s
+    while order.status in UNPAID and loop.time() < deadline:
+        if order.status is OrderStatus.paying and order.channel:
+            await _await_outcome(rt, order)
+        else:  # the other request has not reached the channel yet
+            await asyncio.sleep(0.2)
+        order = await Order.get(order_no=order.order_no)
+    return order
 
 
 async def _await_outcome(rt: Runtime, order: Order) -> None:

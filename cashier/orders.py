@@ -171,11 +171,14 @@ async def start_payment(rt: Runtime, order_no: str, method: str, *, client_ip: s
     return await channel.create_payment(payment_request(rt, order, channel_code, method, client_ip, payer_id))
 
 
-async def settle_payment(rt: Runtime, order_no: str, state: PaymentState, source: str) -> bool:
+async def settle_payment(
+    rt: Runtime, order_no: str, state: PaymentState, source: str, channel: str | None = None
+) -> bool:
     """Record what the channel says about a payment; ``True`` when the order became paid now.
 
     Anything but "paid" changes nothing (closing is the platform's decision, on expiry or on
-    request). A wrong amount is refused. Duplicates, in any order, are no-ops.
+    request). A wrong amount is refused. Duplicates, in any order, are no-ops. ``channel``
+    names the reporting channel when it may not be the order's latest choice (callbacks).
     """
     if state.status != "paid":
         return False
@@ -199,6 +202,7 @@ async def settle_payment(rt: Runtime, order_no: str, state: PaymentState, source
         order.insurance_fen = state.insurance_fen
         order.paid_at = as_utc(state.paid_at) or utcnow()
         order.channel_trade_no = state.channel_trade_no
+        order.channel = channel or order.channel
         order.closed_at = None
         await order.save(using_db=conn)
         await notifier.enqueue(conn, order, "order.paid")

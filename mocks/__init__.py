@@ -18,9 +18,23 @@ index = Blueprint("mock_index", url_prefix=MOCK_PREFIX)
 
 def mock_blueprints() -> list[Blueprint]:
     """Every mock gateway; the app mounts them only when EHC_MOUNT_MOCKS is on."""
-    from mocks import alipay, alipay_trade, face, institution, registry, sms, unionpay, wechat, wechat_pay  # noqa: F401
+    from mocks import (
+        alipay,
+        alipay_trade,
+        face,
+        institution,
+        insurance,
+        registry,
+        sms,
+        unionpay,
+        wechat,
+        wechat_pay,
+    )
 
-    return [index, wechat.bp, wechat_pay.bp, alipay.bp, sms.bp, face.bp, registry.bp, institution.bp, unionpay.bp]
+    assert alipay_trade  # registers the trade methods on the Alipay gateway
+
+    return [index, wechat.bp, wechat_pay.bp, alipay.bp, sms.bp, face.bp, registry.bp, institution.bp, unionpay.bp,
+            insurance.bp]
 
 
 def outbound_http(request: Request) -> httpx.AsyncClient:

@@ -38,17 +38,19 @@ import html
 import secrets
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import httpx
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json, redirect
 
+from cashier.channels.dev import mock_merchant_configs
 from mocks import outbound_http
-from mocks._common import body_of, cache, dumps, is_form, loads
+from mocks._common import body_of, cache, dumps, is_form, loads, settings_of
 
 BEIJING = timezone(timedelta(hours=8))
+FEE_PER_MILLE = 6  # the service fee every mock channel but insurance charges, rounded half up
 RETRY_DELAYS_S = (0.5, 1.0, 2.0)
 PAYMENT_CODE_TTL_S = 120
 ORDER_TTL_S = 7 * 86400
@@ -79,6 +81,7 @@ class Notification:
     url: str
     body: bytes
     content_type: str
+    headers: dict = field(default_factory=dict)  # e.g. a signature header
 
 
 def beijing_now() -> datetime:
@@ -89,6 +92,18 @@ def digits(n: int) -> str:
     return "".join(secrets.choice("0123456789") for _ in range(n))
 
 
+def fee_of(fen: int) -> int:
+    return (fen * FEE_PER_MILLE + 500) // 1000
+
+
+class Refusal(Exception):
+    """A channel's refusal: its own code and message."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(code)
+        self.code, self.message = code, message
+
+
 def yuan(fen: int) -> str:
     return f"{'-' if fen < 0 else ''}{abs(fen) // 100}.{abs(fen) % 100:02d}"
 
@@ -96,8 +111,10 @@ def yuan(fen: int) -> str:
 class ChannelMock:
     """The state and behaviour every payment-channel mock has; ``name`` is the channel code."""
 
-    def __init__(self, name: str, bp: Blueprint, label: str, colour: str, acknowledged: Acknowledged) -> None:
+    def __init__(self, name: str, bp: Blueprint, label: str, colour: str, acknowledged: Acknowledged,
+                 settings: dict[str, type] | None = None) -> None:
         self.name = name
+        self.fault_types = {**FAULT_TYPES, **(settings or {})}  # a channel's own knobs go with the faults
         self.bp = bp
         self.label = label
         self.colour = colour
@@ -107,6 +124,10 @@ class ChannelMock:
         bp.add_route(self._confirm_route, "/pay/orders/<out_trade_no>/confirm", methods=["POST"], name="pay_confirm")
         bp.add_route(self._cancel_route, "/pay/orders/<out_trade_no>/cancel", methods=["POST"], name="pay_cancel")
         bp.add_route(self._faults_route, "/pay/faults", methods=["GET", "POST", "DELETE"], name="pay_faults")
+
+    async def merchant(self, request: Request):
+        """The merchant account this mock accepts (``cashier.channels.dev``)."""
+        return (await asyncio.to_thread(mock_merchant_configs, settings_of(request)))[self.name]
 
     def key(self, *parts: str) -> str:
         return ":".join(("mock", f"{self.name}pay", *parts))
@@ -133,6 +154,19 @@ class ChannelMock:
             if await redis.get(key) == token.encode():
                 await redis.delete(key)
 
+    def complete_later(self, request: Request, out_trade_no: str, complete, after_ms: int) -> None:
+        """After ``after_ms``, ``await complete(request, order)`` if the order is still being paid
+        (a payment-code charge that waited for the payer's password)."""
+
+        async def run():
+            await asyncio.sleep(after_ms / 1000)
+            async with self.locked(request, out_trade_no):
+                order = await self.order(request, out_trade_no)
+                if order is not None and order["status"] == "paying":
+                    await complete(request, order)
+
+        request.app.add_task(run())
+
     def on_confirm(self, fn: Callable[[Request, dict], Awaitable[dict]]):
         """Register the channel's confirm: ``fn(request, order) -> order`` (paid, notification sent)."""
         self._confirm = fn
@@ -151,7 +185,7 @@ class ChannelMock:
             if order["status"] != "paying":
                 return order, json({"code": "ORDER_NOT_PAYABLE", "message": f"order is {order['status']}",
                                     "status": order["status"]}, status=409)
-            if order.get("expires_at") and order["expires_at"] < beijing_now().isoformat():
+            if order.get("expires_at") and datetime.fromisoformat(order["expires_at"]) < beijing_now():
                 order["status"] = "closed"
                 await self.save_order(request, order)
                 return order, json({"code": "ORDER_EXPIRED", "message": "order expired", "status": "closed"},
@@ -198,11 +232,11 @@ class ChannelMock:
             return json({"faults": {}})
         if request.method == "POST":
             body = body_of(request)
-            unknown = sorted(set(body) - set(FAULT_TYPES))
+            unknown = sorted(set(body) - set(self.fault_types))
             if unknown:
                 return json({"code": "UNKNOWN_FAULT", "message": f"unknown faults: {', '.join(unknown)}"}, status=400)
             try:
-                new = {name: FAULT_TYPES[name](value) for name, value in body.items()}
+                new = {name: self.fault_types[name](value) for name, value in body.items()}
             except (TypeError, ValueError):
                 return json({"code": "BAD_FAULT", "message": "fault values are numbers or booleans"}, status=400)
             faults = {**await self.faults(request), **new}
@@ -252,7 +286,8 @@ class ChannelMock:
         await redis.expire(self.key("notified", out_trade_no), ORDER_TTL_S)
         if first and faults.get("out_of_order"):
             await redis.rpush(held_key, dumps({"url": notification.url, "body": notification.body.decode(),
-                                               "content_type": notification.content_type}))
+                                               "content_type": notification.content_type,
+                                               "headers": notification.headers}))
             await redis.expire(held_key, ORDER_TTL_S)
             app.add_task(self._release_held(redis, http, held_key, faults, faults.get("hold_ms", 2000) / 1000))
             return
@@ -267,7 +302,8 @@ class ChannelMock:
         await asyncio.sleep(after_s)
         while (raw := await redis.lpop(held_key)) is not None:
             held = loads(raw)
-            await self._send(http, Notification(held["url"], held["body"].encode(), held["content_type"]), faults)
+            notification = Notification(held["url"], held["body"].encode(), held["content_type"], held["headers"])
+            await self._send(http, notification, faults)
 
     async def _send(self, http: httpx.AsyncClient, notification: Notification, faults: dict) -> None:
         """Deliver (N copies at once); returns when each copy had its first attempt."""
@@ -286,8 +322,8 @@ class ChannelMock:
             for delay in (0, *retries):
                 await asyncio.sleep(delay)
                 try:
-                    reply = await http.post(notification.url, content=notification.body,
-                                            headers={"Content-Type": notification.content_type})
+                    headers = {**notification.headers, "Content-Type": notification.content_type}
+                    reply = await http.post(notification.url, content=notification.body, headers=headers)
                     if self.acknowledged(reply):
                         return
                 except httpx.HTTPError:

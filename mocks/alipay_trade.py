@@ -30,9 +30,8 @@ from urllib.parse import parse_qsl, urlencode
 from sanic import Request
 from sanic.response import HTTPResponse, json
 
-from cashier.channels.dev import mock_merchant_configs
 from mocks._common import body_of, cache, dumps, loads, settings_of
-from mocks._payments import BEIJING, ChannelMock, Notification, beijing_now, digits, yuan
+from mocks._payments import BEIJING, ChannelMock, Notification, beijing_now, digits, fee_of, yuan
 from mocks.alipay import (
     GatewayError,
     _check_common,
@@ -45,7 +44,6 @@ from mocks.alipay import (
 )
 
 TIME = "%Y-%m-%d %H:%M:%S"
-FEE_PER_MILLE = 6
 BILL_TTL_S = 3600
 
 mock = ChannelMock("alipay", bp, "支付宝", "#1677ff", lambda reply: reply.text.strip() == "success")
@@ -53,10 +51,6 @@ mock = ChannelMock("alipay", bp, "支付宝", "#1677ff", lambda reply: reply.tex
 
 def business_failed(sub_code: str, sub_msg: str) -> GatewayError:
     return GatewayError("40004", "Business Failed", sub_code, sub_msg)
-
-
-async def merchant(request: Request):
-    return (await asyncio.to_thread(mock_merchant_configs, settings_of(request)))["alipay"]
 
 
 def fen(text) -> int:
@@ -179,7 +173,7 @@ def _mark_paid(order: dict, buyer_id: str) -> dict:
 
 
 async def _after_payment(request: Request, order: dict) -> None:
-    account = await merchant(request)
+    account = await mock.merchant(request)
     await cache(request).set(mock.key("transaction", order["trade_no"]), order["out_trade_no"], ex=7 * 86400)
     await mock.add_bill_line(request, account.merchant_id, {
         "kind": "payment", "trade_no": order["trade_no"], "out_trade_no": order["out_trade_no"],
@@ -192,7 +186,7 @@ async def _after_payment(request: Request, order: dict) -> None:
 
 async def _notification(request: Request, order: dict, refund: dict | None = None):
     """The builder of the order's asynchronous notification as it stands now."""
-    account = await merchant(request)
+    account = await mock.merchant(request)
     _, gateway_private = await gateway_keys(request)
     snapshot = dict(order)
 
@@ -267,7 +261,7 @@ async def barcode_pay(request: Request, params: dict, biz: dict) -> dict:
         if faults.get("userpaying"):
             order["buyer_id"] = agreement["payer_id"]
             await mock.save_order(request, order)
-            request.app.add_task(_finish_later(request, out_trade_no, faults.get("userpaying_ms", 1000)))
+            mock.complete_later(request, out_trade_no, _complete, faults.get("userpaying_ms", 1000))
             return {"code": "10003", "msg": "order success pay inprocess", "out_trade_no": out_trade_no,
                     "total_amount": yuan(amount)}
         order = _mark_paid(order, _buyer(agreement))
@@ -283,14 +277,9 @@ def _buyer(agreement: dict) -> str:
     return payer if payer.startswith("2088") and len(payer) == 16 else "2088" + digits(12)
 
 
-async def _finish_later(request: Request, out_trade_no: str, after_ms: int) -> None:
-    await asyncio.sleep(after_ms / 1000)
-    async with mock.locked(request, out_trade_no):
-        order = await mock.order(request, out_trade_no)
-        if order is None or order["status"] != "paying":
-            return
-        order = _mark_paid(order, _buyer({"payer_id": order["buyer_id"]}))
-        await mock.save_order(request, order)
+async def _complete(request: Request, order: dict) -> None:
+    order = _mark_paid(order, _buyer({"payer_id": order["buyer_id"]}))
+    await mock.save_order(request, order)
     await _after_payment(request, order)
 
 
@@ -332,7 +321,7 @@ async def trade_refund(request: Request, params: dict, biz: dict) -> dict:
         if sum(r["amount_fen"] for r in order["refunds"]) == order["amount_fen"]:
             order["trade_status"] = "TRADE_CLOSED"  # fully refunded
         await mock.save_order(request, order)
-    await mock.add_bill_line(request, (await merchant(request)).merchant_id, {
+    await mock.add_bill_line(request, (await mock.merchant(request)).merchant_id, {
         "kind": "refund", "trade_no": order["trade_no"], "out_trade_no": order["out_trade_no"],
         "subject": order["subject"], "created_at": order["created_at"], "amount_fen": order["amount_fen"],
         "buyer": order["buyer_id"], "refund_fen": amount, "out_request_no": request_no,
@@ -370,7 +359,7 @@ async def agreement_sign(request: Request, params: dict, biz: dict) -> dict:
     payer = str(biz.get("external_logon_id") or "")
     if not payer:
         raise invalid_arguments("isv.missing-parameter", "缺少必选参数 external_logon_id")
-    account = await merchant(request)
+    account = await mock.merchant(request)
     record = await mock.new_agreement(request, account.merchant_id, payer, beijing_now().strftime("%Y%m%d") + digits(12))
     return {"code": "10000", "msg": "Success", "agreement_no": record["agreement_id"], "status": "NORMAL",
             "external_logon_id": payer, "sign_time": record["signed_at"].replace("T", " ")[:19]}
@@ -392,20 +381,16 @@ DETAIL_HEADER = ("支付宝交易号,商户订单号,业务类型,商品名称,�
                  "商家红包消费金额（元）,卡消费金额（元）,退款批次号/请求号,服务费（元）,分润（元）,备注")
 
 
-def _fee(fen_amount: int) -> int:
-    return (fen_amount * FEE_PER_MILLE + 500) // 1000
-
-
 def bill_zip(seller_id: str, day: str, lines: list[dict]) -> bytes:
     """Alipay's trade bill: a zip of two GBK CSV files, the details and the summary."""
     stamp = day.replace("-", "")
     rows, paid, refunded, paid_n, refund_n = [], 0, 0, 0, 0
     for line in lines:
         if line["kind"] == "payment":
-            kind, received, fee, request_no = "交易", line["amount_fen"], -_fee(line["amount_fen"]), ""
+            kind, received, fee, request_no = "交易", line["amount_fen"], -fee_of(line["amount_fen"]), ""
             paid, paid_n = paid + received, paid_n + 1
         else:
-            kind, received, fee, request_no = "退款", -line["refund_fen"], _fee(line["refund_fen"]), line["out_request_no"]
+            kind, received, fee, request_no = "退款", -line["refund_fen"], fee_of(line["refund_fen"]), line["out_request_no"]
             refunded, refund_n = refunded + received, refund_n + 1
         rows.append([line["trade_no"], line["out_trade_no"], kind, line["subject"], line["created_at"], line["at"],
                      "", "", "", "", line["buyer"][:4] + "****", yuan(line["amount_fen"]), yuan(received), "0.00",
@@ -422,7 +407,7 @@ def bill_zip(seller_id: str, day: str, lines: list[dict]) -> bytes:
                  f"#导出时间：[{beijing_now().strftime('%Y年%m月%d日 %H:%M:%S')}]\n")
     summary = (f"#支付宝业务汇总查询\n#账号：[{seller_id}]\n门店编号,门店名称,交易订单总笔数,退款订单总笔数,订单金额（元）,"
                f"商家实收（元）,服务费（元）\n,,{paid_n},{refund_n},{yuan(paid)},{yuan(paid + refunded)},"
-               f"{yuan(sum(-_fee(x['amount_fen']) if x['kind'] == 'payment' else _fee(x['refund_fen']) for x in lines))}\n")
+               f"{yuan(sum(-fee_of(x['amount_fen']) if x['kind'] == 'payment' else fee_of(x['refund_fen']) for x in lines))}\n")
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(f"{seller_id}_{stamp}_业务明细.csv", detail.getvalue().encode("gbk"))
@@ -435,7 +420,7 @@ async def bill_url(request: Request, params: dict, biz: dict) -> dict:
     day = str(biz.get("bill_date") or "")
     if biz.get("bill_type") != "trade" or len(day) != 10:
         raise invalid_arguments("isv.invalid-parameter", "bill_type 仅支持 trade，bill_date 格式 yyyy-MM-dd")
-    account = await merchant(request)
+    account = await mock.merchant(request)
     lines = await mock.bill_lines(request, account.merchant_id, day)
     if not lines:
         raise business_failed("isp.bill_not_exist", "账单不存在")

@@ -28,18 +28,11 @@ from sanic.response import HTTPResponse
 from cashier.channels.dev import mock_merchant_configs, unionpay_gateway_signing_key
 from cashier.channels.unionpay import cert_id, parse_form, sign, signature_ok
 from mocks._common import cache, settings_of
-from mocks._payments import BEIJING, ChannelMock, Notification, beijing_now, digits
+from mocks._payments import BEIJING, ChannelMock, Notification, Refusal, beijing_now, digits, fee_of
 
 bp = Blueprint("mock_unionpay", url_prefix="/_mock/unionpay")
 mock = ChannelMock("unionpay", bp, "银联在线支付", "#d7000f", lambda reply: reply.status_code == 200)
 TIME = "%Y%m%d%H%M%S"
-FEE_PER_MILLE = 6
-
-
-class Refusal(Exception):
-    def __init__(self, code: str, message: str):
-        super().__init__(code)
-        self.code, self.message = code, message
 
 
 async def _keys(request: Request):
@@ -104,10 +97,6 @@ def _now() -> str:
     return beijing_now().strftime(TIME)
 
 
-def _fee(fen: int) -> int:
-    return (fen * FEE_PER_MILLE + 500) // 1000
-
-
 # --- the browser's payment ---------------------------------------------------------------
 
 
@@ -148,7 +137,7 @@ async def _after_payment(request: Request, order: dict, account) -> None:
     await cache(request).set(mock.key("query", order["queryId"]), order["out_trade_no"], ex=7 * 86400)
     await mock.add_bill_line(request, account.merchant_id, {
         "txnType": "01", "orderId": order["out_trade_no"], "origOrderId": "", "queryId": order["queryId"],
-        "amount_fen": order["amount_fen"], "fee": _fee(order["amount_fen"]), "txnTime": order["paidTime"]})
+        "amount_fen": order["amount_fen"], "fee": fee_of(order["amount_fen"]), "txnTime": order["paidTime"]})
     if order.get("notify_url"):
         await mock.notify(request, order["out_trade_no"], await _notification(request, order, account))
 
@@ -178,7 +167,7 @@ async def _notification(request: Request, record: dict, account, notify_url: str
 async def confirm(request: Request, order: dict) -> dict:
     if order["txnType"] != "01" or order.get("qrNo"):
         return order  # refunds, and payment-code charges, complete by themselves
-    account = (await _keys(request))[0]
+    account = await mock.merchant(request)
     order = _paid(order)
     await mock.save_order(request, order)
     await _after_payment(request, order, account)
@@ -215,7 +204,7 @@ async def _payment_code_charge(request: Request, fields: dict, account) -> dict:
         faults = await mock.faults(request)
         if faults.get("userpaying"):
             await mock.save_order(request, order)
-            request.app.add_task(_finish_later(request, order["out_trade_no"], faults.get("userpaying_ms", 1000)))
+            mock.complete_later(request, order["out_trade_no"], _complete, faults.get("userpaying_ms", 1000))
             return {}
         order = _paid(order)
         await mock.save_order(request, order)
@@ -223,16 +212,10 @@ async def _payment_code_charge(request: Request, fields: dict, account) -> dict:
     return {"queryId": order["queryId"]}
 
 
-async def _finish_later(request: Request, order_id: str, after_ms: int) -> None:
-    await asyncio.sleep(after_ms / 1000)
-    account = (await _keys(request))[0]
-    async with mock.locked(request, order_id):
-        order = await mock.order(request, order_id)
-        if order is None or order["status"] != "paying":
-            return
-        order = _paid(order)
-        await mock.save_order(request, order)
-    await _after_payment(request, order, account)
+async def _complete(request: Request, order: dict) -> None:
+    order = _paid(order)
+    await mock.save_order(request, order)
+    await _after_payment(request, order, await mock.merchant(request))
 
 
 async def _refund(request: Request, fields: dict, account) -> dict:
@@ -255,7 +238,7 @@ async def _refund(request: Request, fields: dict, account) -> dict:
         await mock.save_order(request, refund)
     await mock.add_bill_line(request, account.merchant_id, {
         "txnType": "04", "orderId": refund["out_trade_no"], "origOrderId": original["out_trade_no"],
-        "queryId": refund["queryId"], "amount_fen": amount, "fee": -_fee(amount), "txnTime": refund["paidTime"]})
+        "queryId": refund["queryId"], "amount_fen": amount, "fee": -fee_of(amount), "txnTime": refund["paidTime"]})
     await mock.notify(request, original["out_trade_no"], await _notification(request, refund, account))
     return {"queryId": refund["queryId"], "origQryId": original["queryId"], "txnAmt": str(amount)}
 

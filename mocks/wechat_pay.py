@@ -20,7 +20,6 @@ Bills (``ALL``): WeChat's text layout, rows and summary with back-quoted cells, 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -33,12 +32,10 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 from wechatpy.pay.utils import dict_to_xml
 
-from cashier.channels.dev import mock_merchant_configs
 from mocks._common import cache, settings_of
-from mocks._payments import BEIJING, ChannelMock, Notification, beijing_now, digits, yuan
+from mocks._payments import BEIJING, ChannelMock, Notification, beijing_now, digits, fee_of, yuan
 
 bp = Blueprint("mock_wechat_pay", url_prefix="/_mock/wechat")
-FEE_PER_MILLE = 6
 
 
 def acknowledged(reply) -> bool:
@@ -76,14 +73,6 @@ def _return_fail(message: str) -> HTTPResponse:
     return xml_response({"return_code": "FAIL", "return_msg": message})
 
 
-async def merchant(request: Request):
-    return (await asyncio.to_thread(mock_merchant_configs, settings_of(request)))["wechat"]
-
-
-def fee_of(fen: int) -> int:
-    return (fen * FEE_PER_MILLE + 500) // 1000
-
-
 def signed(fields: dict, api_key: str, sign_type: str) -> dict:
     fields = {k: str(v) for k, v in fields.items() if v not in (None, "")}  # wechatpy writes int 0 as empty
     if sign_type != "MD5":
@@ -113,7 +102,7 @@ async def _serve(request: Request, handler) -> HTTPResponse:
             raise ValueError
     except Exception:  # noqa: BLE001
         return _return_fail("XML格式错误")
-    account = await merchant(request)
+    account = await mock.merchant(request)
     app_ids = {account.app_id, account.secrets.get("mini_app_id")} - {None, ""}
     sign_type = params.get("sign_type") or "MD5"
     if params.get("mch_id") != account.merchant_id:
@@ -255,7 +244,7 @@ async def _after_payment(request: Request, order: dict, account) -> None:
 
 @mock.on_confirm
 async def confirm(request: Request, order: dict) -> dict:
-    account = await merchant(request)
+    account = await mock.merchant(request)
     if order["trade_type"] == "MICROPAY":
         return order  # a payment-code charge completes by itself
     order = _paid(order, "o" + secrets.token_urlsafe(20)[:27])
@@ -303,7 +292,7 @@ async def micropay(request: Request, params: dict, account) -> dict:
         if faults.get("userpaying"):
             order["trade_state"] = "USERPAYING"
             await mock.save_order(request, order)
-            request.app.add_task(_finish_userpaying(request, order["out_trade_no"], faults.get("userpaying_ms", 1000)))
+            mock.complete_later(request, order["out_trade_no"], _complete, faults.get("userpaying_ms", 1000))
             raise PayError("USERPAYING", "需要用户输入支付密码")
         order = _paid(order, agreement["payer_id"])
         await mock.save_order(request, order)
@@ -311,17 +300,11 @@ async def micropay(request: Request, params: dict, account) -> dict:
     return _trade_fields(order)
 
 
-async def _finish_userpaying(request: Request, out_trade_no: str, after_ms: int) -> None:
-    await asyncio.sleep(after_ms / 1000)
-    account = await merchant(request)
-    async with mock.locked(request, out_trade_no):
-        order = await mock.order(request, out_trade_no)
-        if order is None or order["status"] != "paying":
-            return
-        order = _paid(order, order["openid"])
-        order.pop("trade_state", None)
-        await mock.save_order(request, order)
-    await _after_payment(request, order, account)
+async def _complete(request: Request, order: dict) -> None:
+    order = _paid(order, order["openid"])
+    order.pop("trade_state", None)
+    await mock.save_order(request, order)
+    await _after_payment(request, order, await mock.merchant(request))
 
 
 def _trade_fields(order: dict) -> dict:

@@ -141,6 +141,7 @@ async def channel_callback(request: Request, channel: str):
 
 class PayBody(StrictModel):
     channel: str = Field(description="wechat_jsapi, wechat_h5, wechat_mini, alipay_wap, alipay_app, unionpay, insurance")
+    code: str | None = Field(None, max_length=128, description="wechat_mini: the payer's wx.login() code")
 
 
 async def _payer_openid(request: Request) -> str:
@@ -184,6 +185,10 @@ async def pay(request: Request, order_no: str, body: PayBody):
             await rt.redis.set(f"cashier:oauth:{state}", order_no.encode(), ex=600)
             url = request.app.ctx.providers.wechat.authorize_url(f"{rt.settings.base_url}/cashier/{order_no}/wechat-oauth", state)
             return json({"action": "redirect", "url": url})
+    elif body.channel == "wechat_mini":
+        if not body.code:
+            raise errors.ValidationFailed("wechat_mini needs the payer's wx.login() code")
+        payer_id, _session_key = await request.app.ctx.providers.wechat.openid_from_mini_code(body.code)
     action = await orders.start_payment(
         rt, order_no, body.channel, client_ip=request.remote_addr or request.ip, payer_id=payer_id
     )

@@ -58,7 +58,7 @@ def build(config: MerchantConfig) -> Channel:
     return channel_class(config.channel)(config)
 
 
-BUILTIN = ("wechat", "alipay", "unionpay")
+BUILTIN = ("wechat", "alipay", "unionpay", "insurance")
 _loaded = False
 
 

@@ -10,6 +10,8 @@ from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 
+import httpx
+
 from cashier.channels.base import ChannelRefused, ChannelUnreachable
 
 BEIJING = timezone(timedelta(hours=8))  # every Chinese channel speaks Beijing time
@@ -92,3 +94,18 @@ def field(answer, name: str, channel: str) -> str:
     if not value or not isinstance(value, str):
         raise unreachable(channel, f"answer without {name}")
     return value
+
+
+async def http_post(channel: str, http: httpx.AsyncClient | None, url: str, timeout: float, **kwargs) -> httpx.Response:
+    """POST with the given client (or a short-lived one); network failures and 5xx are unreachable."""
+    try:
+        if http is not None:
+            reply = await http.post(url, timeout=timeout, **kwargs)
+        else:
+            async with httpx.AsyncClient(timeout=timeout) as client:
+                reply = await client.post(url, **kwargs)
+    except httpx.HTTPError as exc:
+        raise unreachable(channel, exc.__class__.__name__) from None
+    if reply.status_code >= 500:
+        raise unreachable(channel, f"HTTP {reply.status_code}")
+    return reply

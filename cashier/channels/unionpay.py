@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from cashier.channels import register
-from cashier.channels._common import BEIJING, beijing, parse_beijing, refused, unreachable
+from cashier.channels._common import BEIJING, beijing, http_post, parse_beijing, refused, unreachable
 from cashier.channels.base import (
     BadCallback,
     BillRecord,
@@ -131,14 +131,7 @@ class UnionPayChannel(Channel):
     async def _post(self, path: str, fields: dict, *, accept: frozenset[str] = frozenset()) -> dict[str, str]:
         """A signed back-end call; the verified answer when respCode is 00 (or in ``accept``)."""
         url = f"{self.gateway}/gateway/api/{path}"
-        try:
-            if self._http is not None:
-                reply = await self._http.post(url, data=self._signed(fields), timeout=self.timeout)
-            else:
-                async with httpx.AsyncClient(timeout=self.timeout) as http:
-                    reply = await http.post(url, data=self._signed(fields))
-        except httpx.HTTPError as exc:
-            raise unreachable(CHANNEL, exc.__class__.__name__) from None
+        reply = await http_post(CHANNEL, self._http, url, self.timeout, data=self._signed(fields))
         if reply.status_code != 200:
             raise unreachable(CHANNEL, f"HTTP {reply.status_code}")
         answer = parse_form(reply.content)

@@ -15,6 +15,8 @@ const MESSAGES = {
   CARD_INACTIVE: "健康卡已挂失或注销",
   UNAUTHENTICATED: "登录已过期，请重新登录",
   VALIDATION_ERROR: "填写的信息有误，请检查",
+  PAYMENT_ACCOUNT_NOT_BOUND: "尚未绑定支付账户",
+  CHANNEL_NOT_AVAILABLE: "该支付方式暂不可用",
 };
 
 async function api(method, path, body) {

@@ -109,9 +109,9 @@ def test_notifications_survive_a_worker_killed_mid_delivery(server_without_worke
 
     orders = [create_order(base, creds["institution"]) for _ in range(12)]
     for order in orders:
-        reply = httpx.post(f"{base}/cashier/{order['order_no']}/pay", json={"channel": "alipay_wap"})
+        reply = httpx.post(f"{base}/cashier/{order['order_no']}/pay", json={"channel": "wechat_h5"})
         assert reply.status_code == 200, reply.text
-        assert httpx.post(f"{base}/_mock/alipay/pay/orders/{order['order_no']}/confirm").status_code < 400
+        assert httpx.post(f"{base}/_mock/wechat/pay/orders/{order['order_no']}/confirm").status_code < 400
     wait_for(lambda: all(order_status(base, o["order_no"]) == "paid" for o in orders))
     pending = admin.get("/admin/v1/notifications?status=pending&limit=200").json()["items"]
     assert len(pending) == len(orders)

@@ -51,6 +51,7 @@ class Case:
     payer_id: str = ""
     reorders_payment_first: bool = True  # out_of_order holds the payment notification back
     calls_before_refund: int = 0  # API calls a refund makes before the refund itself
+    fee_on_1500: int = 9  # the channel's fee on 15.00 yuan in its bill
 
 
 CASES = [
@@ -60,6 +61,8 @@ CASES = [
          "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "ACQ.PAYMENT_AUTH_CODE_INVALID", reorders_payment_first=False),
     Case("unionpay", "unionpay", open_page, replace_once(r"txnAmt=\d+", "txnAmt=1"), "61", "60",
          calls_before_refund=1),
+    Case("insurance", "insurance", open_page, replace_once(r'"amount_fen":\d+', '"amount_fen":1'), "REFUND_EXCEEDS",
+         "PAY_CODE_INVALID", payer_id="610102199001011234", fee_on_1500=0),
 ]
 
 
@@ -268,7 +271,7 @@ async def test_bill_of_the_day_lists_payments_and_refunds(case, channel, web, mo
     records = channel.parse_bill(text)
     payment = [r for r in records if r.kind == "payment" and r.order_no == request.order_no]
     refunds = [r for r in records if r.kind == "refund" and r.order_no == request.order_no]
-    assert len(payment) == 1 and (payment[0].amount_fen, payment[0].fee_fen) == (1500, 9)
+    assert len(payment) == 1 and (payment[0].amount_fen, payment[0].fee_fen) == (1500, case.fee_on_1500)
     assert payment[0].channel_trade_no and payment[0].at is not None
     assert len(refunds) == 1 and (refunds[0].amount_fen, refunds[0].refund_no) == (400, refund.refund_no)
     assert await channel.download_bill("2001-01-01") == ""

@@ -1,0 +1,45 @@
+"""UnionPay specifics (the common behaviour is in test_payment_channels): the browser's form post."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from cashier.channels.base import ChannelRefused
+from cashier.channels.dev import mock_merchant_configs
+from cashier.channels.unionpay import UnionPayChannel
+from tests.e2e.payments import payment_request
+
+
+@pytest.fixture(scope="module")
+def channel_code():
+    return "unionpay"
+
+
+@pytest.fixture(scope="module")
+def config(live_server):
+    return mock_merchant_configs(live_server.settings)["unionpay"]
+
+
+async def test_payment_goes_through_a_signed_form_post(config, mock, web, live_server):
+    channel = UnionPayChannel(config)
+    request = payment_request(live_server.base_url, "unionpay", 1200)
+    action = await channel.create_payment(request)
+    assert action.action == "redirect" and action.data["method"] == "POST"
+    fields = action.data["fields"]
+    assert (fields["txnType"], fields["txnAmt"], fields["backUrl"]) == ("01", "1200", request.notify_url)
+
+    tampered = await web.post(action.data["url"], data={**fields, "txnAmt": "1"})
+    assert tampered.status_code == 400 and "验证签名失败" in tampered.text
+    page = await web.post(action.data["url"], data=fields)
+    assert page.status_code == 200 and "12.00" in page.text
+    await mock.confirm(request.order_no)
+    assert (await channel.query(request.order_no)).status == "paid"
+
+
+async def test_a_merchant_signing_with_another_certificate_is_refused(config):
+    stranger = UnionPayChannel(replace(config, secrets={**config.secrets, "sign_cert": config.secrets["verify_cert"]}))
+    with pytest.raises(ChannelRefused) as refused:
+        await stranger.query("ANY")
+    assert refused.value.details["code"] == "11"
