@@ -54,7 +54,10 @@ async def test_combined_code_pays_at_the_counter(http, hospital, new_reader):
     assert_refused(await hospital.get(f"/cashier/v1/orders?out_trade_no={again_no}"), 404, "ORDER_NOT_FOUND")
 
 
-@pytest.mark.parametrize("method, channel", [("alipay_wap", "alipay"), ("wechat_h5", "wechat")])
+@pytest.mark.parametrize(
+    "method, channel",
+    [("alipay_wap", "alipay"), ("wechat_h5", "wechat"), ("unionpay", "unionpay"), ("insurance", "insurance")],
+)
 async def test_cashier_page_payment_then_a_partial_refund(http, platform, demo, hospital, method, channel):
     secret = demo["institution"]["secret"]
     order = await new_order(hospital, platform.settings, amount_fen=4_210, subject="门诊缴费 血常规")
@@ -66,6 +69,8 @@ async def test_cashier_page_payment_then_a_partial_refund(http, platform, demo, 
     await confirm(http, channel, order_no)
     shown = await eventually(lambda: paid_order(hospital, order_no))
     assert (shown["channel"], shown["paid_fen"]) == (channel, 4_210)
+    assert shown["insurance_fen"] + shown["self_pay_fen"] == 4_210
+    assert (shown["insurance_fen"] > 0) == (channel == "insurance")  # the fund's share (统筹)
     result = await http.get(f"/cashier/{order_no}/result")
     assert 'data-status="paid"' in result.text
 
