@@ -99,7 +99,7 @@ class Sizes:
     replay_spread: int = 400  # how much later than the earliest allowed position a replay may come
 
 
-FULL = Sizes(terminals=64, cards=200, connections=32, warmup_s=3, duration_s=20, rounds=2, decode_sample=42)
+FULL = Sizes(terminals=64, cards=200, connections=32, warmup_s=3, duration_s=20, rounds=3, decode_sample=42)
 QUICK = Sizes(terminals=8, cards=20, connections=8, warmup_s=1, duration_s=2, rounds=1, decode_sample=6)
 
 
@@ -417,7 +417,10 @@ def bench(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, repor
         "verify_ok": recorded.get("ok", 0),
         "verify_code_used": recorded.get("CODE_USED", 0),
     }
-    report["rounds"] = [{"baseline": _latency(b), "load": load_figures(r)} for b, r in zip(baselines, loads)]
+    report["rounds"] = [
+        {"baseline": _latency(b), "load": load_figures(r), "ratio": round(r["rps"] / b["rps"], 3)}
+        for b, r in zip(baselines, loads)
+    ]
     return problems
 
 
