@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _run(coroutine) -> None:
+    """``asyncio.run``, also where this thread's event loop is running (sync Playwright keeps one)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        return thread.submit(asyncio.run, coroutine).result()
 
 
 async def _admin_sql(statement: str) -> None:
@@ -72,16 +83,16 @@ def isolated_storage(var_dir: Path):
         yield f"sqlite://{var_dir / 'ehc.sqlite3'}", TEST_REDIS_URL
         return
     name = f"ehc_e2e_{secrets.token_hex(4)}"
-    asyncio.run(_admin_sql(f'CREATE DATABASE "{name}"'))
+    _run(_admin_sql(f'CREATE DATABASE "{name}"'))
     database_url = urlunsplit(urlsplit(TEST_DATABASE_URL)._replace(path=f"/{name}"))
     redis_url = ""
     if TEST_REDIS_URL:
         redis_url = urlunsplit(urlsplit(TEST_REDIS_URL)._replace(path=f"/{next(_REDIS_DBS)}"))
-        asyncio.run(_flush_redis(redis_url))
+        _run(_flush_redis(redis_url))
     try:
         yield database_url, redis_url
     finally:
-        asyncio.run(_admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _run(_admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @dataclass(frozen=True)
