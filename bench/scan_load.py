@@ -125,7 +125,9 @@ class Pool:
 class PoolBuilder:
     """Fresh codes of the registered cards, replays of them, signed by the terminals in turn."""
 
-    def __init__(self, vault: KeyVault, vuids: list[str], terminals: list[Credentials], host: str, sizes: Sizes):
+    def __init__(
+        self, vault: KeyVault, vuids: list[str], terminals: list[Credentials], host: str, sizes: Sizes
+    ) -> None:
         self._vault, self._vuids, self._terminals = vault, vuids, terminals
         self._host, self._sizes = host, sizes
         self._rng = random.Random()
@@ -344,6 +346,7 @@ def bench(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, repor
 
     processes = Processes(work_dir)
     problems: list[str] = []
+    server = None
     try:
         base_url, demo, var_dir, server = start_platform(work_dir, database_url, redis_url, processes)
         note(f"registering {sizes.terminals} terminals and {sizes.cards} cards")
@@ -390,6 +393,10 @@ def bench(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, repor
             count = max(count, math.ceil(3 * run["rps"] * sizes.duration_s) + 500)
         if server.poll() is not None:
             raise BenchFailure("the platform died during the run")
+    except BenchFailure as exc:
+        if server is not None:
+            raise BenchFailure(f"{exc}\nthe platform's log ends:\n{processes.log_tail(server)}") from None
+        raise
     finally:
         processes.stop_all()
 
