@@ -1,7 +1,8 @@
 """Acceptance scenarios: each scene and failure of the card and the cashier as people meet
-them, over HTTP against one real server process (``python -m openplatform serve``) with the
-mock gateways, on the backends of this test run (a SQLite file and the in-process cache, or
-PostgreSQL and Redis when ``EHC_TEST_DATABASE_URL`` / ``EHC_TEST_REDIS_URL`` are set).
+them, over HTTP against a real server process (``python -m openplatform serve``, one per
+module) with the mock gateways, on the backends of this test run (a SQLite file and the
+in-process cache, or PostgreSQL and Redis when ``EHC_TEST_DATABASE_URL`` /
+``EHC_TEST_REDIS_URL`` are set).
 
 Codes are read by the scanner simulator (``mocks.scanner``) as a camera sees them, by
 terminals registered by their institution and approved by an operator. Residents act
@@ -18,14 +19,15 @@ from tests.conftest import Signer
 from tests.e2e.conftest import LiveServer, running_server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def platform(tmp_path_factory) -> LiveServer:
-    """One server for the whole suite, on storage of its own."""
+    """A server of the module's own, on storage of its own; stopped when the module is done, so it
+    never runs beside the servers of other suites."""
     with running_server(tmp_path_factory.mktemp("acceptance-var")) as server:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def demo(platform) -> dict:
     """The demo hospital (with an account at every mock payment channel), its terminal and an operator."""
     return platform.seed_demo()
