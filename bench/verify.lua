@@ -9,7 +9,7 @@
 -- every n-th request, and a thread that runs out stops and reports it instead of
 -- replaying. "get PATH": the same GET every time (the baseline).
 --
--- Every response that is not 200 is counted, and done() prints one line
+-- Every response that is not 2xx is counted, and done() prints one line
 --   BENCH_RESULT {...json...}
 -- plus, when something failed, BENCH_FIRST_ERROR <status> <start of the body>.
 
@@ -83,7 +83,7 @@ function request()
 end
 
 function response(status, headers, body)
-  if status == 200 then
+  if status >= 200 and status < 300 then
     ok = ok + 1
   else
     not_ok = not_ok + 1

@@ -31,8 +31,12 @@ async def sweep(rt: Runtime) -> dict[str, int]:
     try:
         return {
             "expired": await _close_expired(rt),
-            "silent_payments": await _query_silent_payments(rt),
-            "silent_refunds": await _query_silent_refunds(rt),
+            "silent_payments": await _query_silent(
+                rt, Order, OrderStatus.paying, query_and_settle, "query payment", "order_no"
+            ),
+            "silent_refunds": await _query_silent(
+                rt, Refund, RefundStatus.processing, query_and_settle_refund, "query refund", "refund_no"
+            ),
         }
     finally:
         await rt.redis.delete(LOCK_KEY)
@@ -45,22 +49,15 @@ async def _close_expired(rt: Runtime) -> int:
     return len(rows)
 
 
-async def _query_silent_payments(rt: Runtime) -> int:
+async def _query_silent(rt: Runtime, model, status, ask, what: str, key: str) -> int:
+    """Ask the channel about rows in ``status`` that have been quiet for a while."""
     quiet_since = utcnow() - timedelta(seconds=rt.settings.channel_query_after_s)
-    rows = await Order.filter(status=OrderStatus.paying, updated_at__lte=quiet_since).order_by("updated_at").limit(BATCH)
-    for order in rows:
-        await _each(query_and_settle(rt, order), "query payment", order.order_no)
+    rows = await model.filter(status=status, updated_at__lte=quiet_since).order_by("updated_at").limit(BATCH)
+    for row in rows:
+        subject = getattr(row, key)
+        await _each(ask(rt, row), what, subject)
         # Asked now: the next question comes after another quiet period.
-        await Order.filter(order_no=order.order_no, status=OrderStatus.paying).update(updated_at=utcnow())
-    return len(rows)
-
-
-async def _query_silent_refunds(rt: Runtime) -> int:
-    quiet_since = utcnow() - timedelta(seconds=rt.settings.channel_query_after_s)
-    rows = await Refund.filter(status=RefundStatus.processing, updated_at__lte=quiet_since).order_by("updated_at").limit(BATCH)
-    for refund in rows:
-        await _each(query_and_settle_refund(rt, refund), "query refund", refund.refund_no)
-        await Refund.filter(refund_no=refund.refund_no, status=RefundStatus.processing).update(updated_at=utcnow())
+        await model.filter(**{key: subject, "status": status}).update(updated_at=utcnow())
     return len(rows)
 
 

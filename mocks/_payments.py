@@ -111,8 +111,15 @@ def yuan(fen: int) -> str:
 class ChannelMock:
     """The state and behaviour every payment-channel mock has; ``name`` is the channel code."""
 
-    def __init__(self, name: str, bp: Blueprint, label: str, colour: str, acknowledged: Acknowledged,
-                 settings: dict[str, type] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        bp: Blueprint,
+        label: str,
+        colour: str,
+        acknowledged: Acknowledged,
+        settings: dict[str, type] | None = None,
+    ) -> None:
         self.name = name
         self.fault_types = {**FAULT_TYPES, **(settings or {})}  # a channel's own knobs go with the faults
         self.bp = bp
@@ -121,8 +128,12 @@ class ChannelMock:
         self.acknowledged = acknowledged
         self._confirm: Callable[[Request, dict], Awaitable[dict]] | None = None
         self._cancel: Callable[[Request, dict], Awaitable[dict]] | None = None
-        bp.add_route(self._confirm_route, "/pay/orders/<out_trade_no>/confirm", methods=["POST"], name="pay_confirm")
-        bp.add_route(self._cancel_route, "/pay/orders/<out_trade_no>/cancel", methods=["POST"], name="pay_cancel")
+        bp.add_route(
+            self._confirm_route, "/pay/orders/<out_trade_no>/confirm", methods=["POST"], name="pay_confirm"
+        )
+        bp.add_route(
+            self._cancel_route, "/pay/orders/<out_trade_no>/cancel", methods=["POST"], name="pay_cancel"
+        )
         bp.add_route(self._faults_route, "/pay/faults", methods=["GET", "POST", "DELETE"], name="pay_faults")
 
     async def merchant(self, request: Request):
@@ -180,16 +191,24 @@ class ChannelMock:
         async with self.locked(request, out_trade_no):
             order = await self.order(request, out_trade_no)
             if order is None:
-                return None, json({"code": "ORDER_NOT_FOUND", "message": f"no {self.name} order {out_trade_no}"},
-                                  status=404)
+                return None, json(
+                    {"code": "ORDER_NOT_FOUND", "message": f"no {self.name} order {out_trade_no}"}, status=404
+                )
             if order["status"] != "paying":
-                return order, json({"code": "ORDER_NOT_PAYABLE", "message": f"order is {order['status']}",
-                                    "status": order["status"]}, status=409)
+                return order, json(
+                    {
+                        "code": "ORDER_NOT_PAYABLE",
+                        "message": f"order is {order['status']}",
+                        "status": order["status"],
+                    },
+                    status=409,
+                )
             if order.get("expires_at") and datetime.fromisoformat(order["expires_at"]) < beijing_now():
                 order["status"] = "closed"
                 await self.save_order(request, order)
-                return order, json({"code": "ORDER_EXPIRED", "message": "order expired", "status": "closed"},
-                                   status=409)
+                return order, json(
+                    {"code": "ORDER_EXPIRED", "message": "order expired", "status": "closed"}, status=409
+                )
             order = await action(request, order)
             await self.save_order(request, order)
         return order, None
@@ -216,9 +235,15 @@ class ChannelMock:
             return self.page_response(f"<p class='done'>{text}</p>")
         if problem is not None:
             return problem
-        return json({"out_trade_no": order["out_trade_no"], "status": order["status"],
-                     "channel_trade_no": order.get("trade_no", ""), "amount_fen": order["amount_fen"],
-                     **({"insurance_fen": order["insurance_fen"]} if "insurance_fen" in order else {})})
+        return json(
+            {
+                "out_trade_no": order["out_trade_no"],
+                "status": order["status"],
+                "channel_trade_no": order.get("trade_no", ""),
+                "amount_fen": order["amount_fen"],
+                **({"insurance_fen": order["insurance_fen"]} if "insurance_fen" in order else {}),
+            }
+        )
 
     # --- faults -------------------------------------------------------------------------
 
@@ -228,17 +253,23 @@ class ChannelMock:
     async def _faults_route(self, request: Request):
         redis = cache(request)
         if request.method == "DELETE":
-            await redis.delete(self.key("faults"), self.key("faults", "drop"), self.key("faults", "drop_after"))
+            await redis.delete(
+                self.key("faults"), self.key("faults", "drop"), self.key("faults", "drop_after")
+            )
             return json({"faults": {}})
         if request.method == "POST":
             body = body_of(request)
             unknown = sorted(set(body) - set(self.fault_types))
             if unknown:
-                return json({"code": "UNKNOWN_FAULT", "message": f"unknown faults: {', '.join(unknown)}"}, status=400)
+                return json(
+                    {"code": "UNKNOWN_FAULT", "message": f"unknown faults: {', '.join(unknown)}"}, status=400
+                )
             try:
                 new = {name: self.fault_types[name](value) for name, value in body.items()}
             except (TypeError, ValueError):
-                return json({"code": "BAD_FAULT", "message": "fault values are numbers or booleans"}, status=400)
+                return json(
+                    {"code": "BAD_FAULT", "message": "fault values are numbers or booleans"}, status=400
+                )
             faults = {**await self.faults(request), **new}
             for counter in ("drop_responses", "drop_after"):
                 faults.pop(counter, None)
@@ -275,7 +306,9 @@ class ChannelMock:
 
     # --- notifications ------------------------------------------------------------------
 
-    async def notify(self, request: Request, out_trade_no: str, build: Callable[[dict], Notification]) -> None:
+    async def notify(
+        self, request: Request, out_trade_no: str, build: Callable[[dict], Notification]
+    ) -> None:
         """Send the notification ``build(faults)`` in the background, as the faults say."""
         faults = await self.faults(request)
         notification = build(faults)
@@ -285,11 +318,21 @@ class ChannelMock:
         first = await redis.incr(self.key("notified", out_trade_no)) == 1
         await redis.expire(self.key("notified", out_trade_no), ORDER_TTL_S)
         if first and faults.get("out_of_order"):
-            await redis.rpush(held_key, dumps({"url": notification.url, "body": notification.body.decode(),
-                                               "content_type": notification.content_type,
-                                               "headers": notification.headers}))
+            await redis.rpush(
+                held_key,
+                dumps(
+                    {
+                        "url": notification.url,
+                        "body": notification.body.decode(),
+                        "content_type": notification.content_type,
+                        "headers": notification.headers,
+                    }
+                ),
+            )
             await redis.expire(held_key, ORDER_TTL_S)
-            app.add_task(self._release_held(redis, http, held_key, faults, faults.get("hold_ms", 2000) / 1000))
+            app.add_task(
+                self._release_held(redis, http, held_key, faults, faults.get("hold_ms", 2000) / 1000)
+            )
             return
 
         async def send_then_release():
@@ -298,11 +341,15 @@ class ChannelMock:
 
         app.add_task(send_then_release())
 
-    async def _release_held(self, redis, http: httpx.AsyncClient, held_key: str, faults: dict, after_s: float):
+    async def _release_held(
+        self, redis, http: httpx.AsyncClient, held_key: str, faults: dict, after_s: float
+    ):
         await asyncio.sleep(after_s)
         while (raw := await redis.lpop(held_key)) is not None:
             held = loads(raw)
-            notification = Notification(held["url"], held["body"].encode(), held["content_type"], held["headers"])
+            notification = Notification(
+                held["url"], held["body"].encode(), held["content_type"], held["headers"]
+            )
             await self._send(http, notification, faults)
 
     async def _send(self, http: httpx.AsyncClient, notification: Notification, faults: dict) -> None:
@@ -317,7 +364,9 @@ class ChannelMock:
         for done in first_attempts:
             await done.wait()
 
-    async def _deliver(self, http: httpx.AsyncClient, notification: Notification, retries, done: asyncio.Event):
+    async def _deliver(
+        self, http: httpx.AsyncClient, notification: Notification, retries, done: asyncio.Event
+    ):
         try:
             for delay in (0, *retries):
                 await asyncio.sleep(delay)
@@ -336,8 +385,12 @@ class ChannelMock:
     # --- agreements and payment codes ----------------------------------------------------
 
     async def new_agreement(self, request: Request, merchant: str, payer_id: str, agreement_id: str) -> dict:
-        record = {"agreement_id": agreement_id, "merchant": merchant, "payer_id": payer_id,
-                  "signed_at": beijing_now().isoformat(timespec="seconds")}
+        record = {
+            "agreement_id": agreement_id,
+            "merchant": merchant,
+            "payer_id": payer_id,
+            "signed_at": beijing_now().isoformat(timespec="seconds"),
+        }
         await cache(request).set(self.key("agreement", agreement_id), dumps(record))
         return record
 
@@ -382,8 +435,8 @@ border:0;border-radius:6px;font-size:17px}}.pay{{background:{self.colour};color:
     def payment_page(self, order: dict) -> HTTPResponse:
         base = f"{self.bp.url_prefix}/pay/orders/{html.escape(order['out_trade_no'])}"
         return self.page_response(
-            f"""<div class="subject">{html.escape(order.get('subject', ''))}</div>
-<div class="amount">￥{yuan(order['amount_fen'])}</div>
+            f"""<div class="subject">{html.escape(order.get("subject", ""))}</div>
+<div class="amount">￥{yuan(order["amount_fen"])}</div>
 <form method="post" action="{base}/confirm"><input type="hidden" name="from" value="page">
 <button class="pay" type="submit">确认支付</button></form>
 <form method="post" action="{base}/cancel"><input type="hidden" name="from" value="page">

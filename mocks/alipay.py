@@ -167,7 +167,8 @@ async def gateway(request: Request):
     else:
         if isinstance(inner, HTTPResponse):  # a page for the payer's browser (alipay.trade.wap.pay)
             return inner
-        response = answer(response_key, inner, gateway_private, tamper=getattr(request.ctx, "alipay_tamper", None))
+        tamper = getattr(request.ctx, "alipay_tamper", None)
+        response = answer(response_key, inner, gateway_private, tamper=tamper)
     finish = getattr(request.ctx, "finish_answer", None)  # e.g. a fault that drops the answer
     return await finish(request, response) if finish else response
 

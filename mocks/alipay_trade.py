@@ -78,12 +78,20 @@ def trade_method(name: str):
 
 def _trade_answer(order: dict) -> dict:
     status = order.get("trade_status", "WAIT_BUYER_PAY")
-    answer = {"out_trade_no": order["out_trade_no"], "trade_status": status,
-              "total_amount": yuan(order["amount_fen"])}
+    answer = {
+        "out_trade_no": order["out_trade_no"],
+        "trade_status": status,
+        "total_amount": yuan(order["amount_fen"]),
+    }
     if order.get("trade_no"):
-        answer.update(trade_no=order["trade_no"], buyer_logon_id="pay***@example.com",
-                      buyer_user_id=order["buyer_id"], buyer_pay_amount=yuan(order["amount_fen"]),
-                      receipt_amount=yuan(order["amount_fen"]), send_pay_date=order["paid_at"])
+        answer.update(
+            trade_no=order["trade_no"],
+            buyer_logon_id="pay***@example.com",
+            buyer_user_id=order["buyer_id"],
+            buyer_pay_amount=yuan(order["amount_fen"]),
+            receipt_amount=yuan(order["amount_fen"]),
+            send_pay_date=order["paid_at"],
+        )
     return {"code": "10000", "msg": "Success", **answer}
 
 
@@ -126,14 +134,24 @@ async def _open_trade(request: Request, params: dict, biz: dict, product: str) -
                 raise invalid_arguments("isv.invalid-parameter", "time_expire 格式错误") from None
             expires = moment.replace(tzinfo=BEIJING).isoformat()
         order = {
-            "out_trade_no": out_trade_no, "amount_fen": amount, "subject": str(biz["subject"]),
-            "product": product, "notify_url": params.get("notify_url", ""), "return_url": params.get("return_url", ""),
-            "status": "paying", "trade_status": "WAIT_BUYER_PAY", "expires_at": expires, "refunds": [],
-            "app_id": params["app_id"], "created_at": beijing_now().strftime(TIME),
+            "out_trade_no": out_trade_no,
+            "amount_fen": amount,
+            "subject": str(biz["subject"]),
+            "product": product,
+            "notify_url": params.get("notify_url", ""),
+            "return_url": params.get("return_url", ""),
+            "status": "paying",
+            "trade_status": "WAIT_BUYER_PAY",
+            "expires_at": expires,
+            "refunds": [],
+            "app_id": params["app_id"],
+            "created_at": beijing_now().strftime(TIME),
         }
         await mock.save_order(request, order)
     if order["notify_url"] and (await mock.faults(request)).get("out_of_order"):
-        await mock.notify(request, out_trade_no, await _notification(request, order))  # a stale one, held back
+        await mock.notify(
+            request, out_trade_no, await _notification(request, order)
+        )  # a stale one, held back
     return order
 
 
@@ -158,30 +176,39 @@ async def app_opens_order(request: Request):
         _check_common(params, settings_of(request).alipay_app_id, app_public)
         if params.get("method") != "alipay.trade.app.pay":
             raise invalid_arguments("isv.invalid-method", "不是 alipay.trade.app.pay 的订单串")
-        order = await _open_trade(request, params, loads(params.get("biz_content") or "{}") or {}, "QUICK_MSECURITY_PAY")
+        order = await _open_trade(
+            request, params, loads(params.get("biz_content") or "{}") or {}, "QUICK_MSECURITY_PAY"
+        )
     except (GatewayError, ValueError) as exc:
-        return json({"code": "ORDER_STRING_REFUSED", "message": getattr(exc, "body", {}).get("sub_msg", "bad order")},
-                    status=400)
+        return json(
+            {"code": "ORDER_STRING_REFUSED", "message": getattr(exc, "body", {}).get("sub_msg", "bad order")},
+            status=400,
+        )
     return json({"out_trade_no": order["out_trade_no"], "status": order["status"]})
 
 
 def _mark_paid(order: dict, buyer_id: str) -> dict:
-    order.update(status="paid", trade_status="TRADE_SUCCESS", buyer_id=buyer_id,
-                 trade_no=beijing_now().strftime("%Y%m%d") + "22001" + digits(15),
-                 paid_at=beijing_now().strftime(TIME))
+    order.update(
+        status="paid",
+        trade_status="TRADE_SUCCESS",
+        buyer_id=buyer_id,
+        trade_no=beijing_now().strftime("%Y%m%d") + "22001" + digits(15),
+        paid_at=beijing_now().strftime(TIME),
+    )
     return order
 
 
 async def _after_payment(request: Request, order: dict) -> None:
     account = await mock.merchant(request)
     await cache(request).set(mock.key("transaction", order["trade_no"]), order["out_trade_no"], ex=7 * 86400)
-    await mock.add_bill_line(request, account.merchant_id, {
-        "kind": "payment", "trade_no": order["trade_no"], "out_trade_no": order["out_trade_no"],
-        "subject": order["subject"], "created_at": order["created_at"], "amount_fen": order["amount_fen"],
-        "buyer": order["buyer_id"],
-    })
+    await mock.add_bill_line(request, account.merchant_id, _bill_line(order, "payment"))
     if order["notify_url"]:
         await mock.notify(request, order["out_trade_no"], await _notification(request, order))
+
+
+def _bill_line(order: dict, kind: str, **refund) -> dict:
+    names = ("trade_no", "out_trade_no", "subject", "created_at", "amount_fen")
+    return {"kind": kind, "buyer": order["buyer_id"], **{n: order[n] for n in names}, **refund}
 
 
 async def _notification(request: Request, order: dict, refund: dict | None = None):
@@ -192,21 +219,34 @@ async def _notification(request: Request, order: dict, refund: dict | None = Non
 
     def build(faults: dict) -> Notification:
         fields = {
-            "notify_time": beijing_now().strftime(TIME), "notify_type": "trade_status_sync",
-            "notify_id": secrets.token_hex(16), "app_id": snapshot["app_id"], "charset": "utf-8", "version": "1.0",
-            "out_trade_no": snapshot["out_trade_no"], "seller_id": account.merchant_id,
-            "trade_status": snapshot["trade_status"], "subject": snapshot["subject"],
+            "notify_time": beijing_now().strftime(TIME),
+            "notify_type": "trade_status_sync",
+            "notify_id": secrets.token_hex(16),
+            "app_id": snapshot["app_id"],
+            "charset": "utf-8",
+            "version": "1.0",
+            "out_trade_no": snapshot["out_trade_no"],
+            "seller_id": account.merchant_id,
+            "trade_status": snapshot["trade_status"],
+            "subject": snapshot["subject"],
             "total_amount": yuan(snapshot["amount_fen"] + faults.get("wrong_notify_amount", 0)),
             "gmt_create": snapshot["created_at"],
         }
         if snapshot.get("trade_no"):
-            fields.update(trade_no=snapshot["trade_no"], buyer_id=snapshot["buyer_id"],
-                          receipt_amount=fields["total_amount"], buyer_pay_amount=fields["total_amount"],
-                          gmt_payment=snapshot["paid_at"])
+            fields.update(
+                trade_no=snapshot["trade_no"],
+                buyer_id=snapshot["buyer_id"],
+                receipt_amount=fields["total_amount"],
+                buyer_pay_amount=fields["total_amount"],
+                gmt_payment=snapshot["paid_at"],
+            )
         if refund is not None:
             refunded = sum(r["amount_fen"] for r in snapshot["refunds"])
-            fields.update(out_biz_no=refund["out_request_no"], gmt_refund=refund["at"] + ".000",
-                          refund_fee=yuan(refunded + faults.get("wrong_notify_amount", 0)))
+            fields.update(
+                out_biz_no=refund["out_request_no"],
+                gmt_refund=refund["at"] + ".000",
+                refund_fee=yuan(refunded + faults.get("wrong_notify_amount", 0)),
+            )
         signature = sign(gateway_private, signing_string(fields))
         if faults.get("bad_notify_signature"):
             signature = signature[:-8] + ("A" if signature[-8] != "A" else "B") + signature[-7:]
@@ -242,7 +282,9 @@ async def barcode_pay(request: Request, params: dict, biz: dict) -> dict:
         raise invalid_arguments("isv.missing-parameter", "缺少必选参数或 scene 错误")
     amount = fen(biz.get("total_amount"))
     if not (code.isdigit() and 16 <= len(code) <= 24 and 25 <= int(code[:2]) <= 30):
-        raise business_failed("ACQ.PAYMENT_AUTH_CODE_INVALID", "支付失败，获取顾客账户信息失败，请顾客刷新付款码后重新收款")
+        raise business_failed(
+            "ACQ.PAYMENT_AUTH_CODE_INVALID", "支付失败，获取顾客账户信息失败，请顾客刷新付款码后重新收款"
+        )
     async with mock.locked(request, out_trade_no):
         if (existing := await mock.order(request, out_trade_no)) is not None:
             if existing["status"] == "paid":
@@ -252,18 +294,30 @@ async def barcode_pay(request: Request, params: dict, biz: dict) -> dict:
         if agreement is None:
             raise business_failed("ACQ.PAYMENT_AUTH_CODE_INVALID", "付款码无效或已使用，请顾客刷新付款码")
         order = {
-            "out_trade_no": out_trade_no, "amount_fen": amount, "subject": str(biz["subject"]),
-            "product": "FACE_TO_FACE_PAYMENT", "notify_url": params.get("notify_url", ""), "return_url": "",
-            "status": "paying", "trade_status": "WAIT_BUYER_PAY", "expires_at": "", "refunds": [],
-            "app_id": params["app_id"], "created_at": beijing_now().strftime(TIME),
+            "out_trade_no": out_trade_no,
+            "amount_fen": amount,
+            "subject": str(biz["subject"]),
+            "product": "FACE_TO_FACE_PAYMENT",
+            "notify_url": params.get("notify_url", ""),
+            "return_url": "",
+            "status": "paying",
+            "trade_status": "WAIT_BUYER_PAY",
+            "expires_at": "",
+            "refunds": [],
+            "app_id": params["app_id"],
+            "created_at": beijing_now().strftime(TIME),
         }
         faults = await mock.faults(request)
         if faults.get("userpaying"):
             order["buyer_id"] = agreement["payer_id"]
             await mock.save_order(request, order)
             mock.complete_later(request, out_trade_no, _complete, faults.get("userpaying_ms", 1000))
-            return {"code": "10003", "msg": "order success pay inprocess", "out_trade_no": out_trade_no,
-                    "total_amount": yuan(amount)}
+            return {
+                "code": "10003",
+                "msg": "order success pay inprocess",
+                "out_trade_no": out_trade_no,
+                "total_amount": yuan(amount),
+            }
         order = _mark_paid(order, _buyer(agreement))
         await mock.save_order(request, order)
     await _after_payment(request, order)
@@ -296,8 +350,12 @@ async def trade_close(request: Request, params: dict, biz: dict) -> dict:
             raise business_failed("ACQ.TRADE_STATUS_ERROR", "交易状态不合法")
         order.update(status="closed", trade_status="TRADE_CLOSED")
         await mock.save_order(request, order)
-    return {"code": "10000", "msg": "Success", "out_trade_no": order["out_trade_no"],
-            **({"trade_no": order["trade_no"]} if order.get("trade_no") else {})}
+    return {
+        "code": "10000",
+        "msg": "Success",
+        "out_trade_no": order["out_trade_no"],
+        **({"trade_no": order["trade_no"]} if order.get("trade_no") else {}),
+    }
 
 
 @trade_method("alipay.trade.refund")
@@ -315,17 +373,18 @@ async def trade_refund(request: Request, params: dict, biz: dict) -> dict:
             return _refund_answer(order, previous, "N")
         if amount <= 0 or sum(r["amount_fen"] for r in order["refunds"]) + amount > order["amount_fen"]:
             raise business_failed("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "退款金额超限")
-        refund = {"out_request_no": request_no, "amount_fen": amount, "at": beijing_now().strftime(TIME),
-                  "reason": str(biz.get("refund_reason") or "")}
+        refund = {
+            "out_request_no": request_no,
+            "amount_fen": amount,
+            "at": beijing_now().strftime(TIME),
+            "reason": str(biz.get("refund_reason") or ""),
+        }
         order["refunds"].append(refund)
         if sum(r["amount_fen"] for r in order["refunds"]) == order["amount_fen"]:
             order["trade_status"] = "TRADE_CLOSED"  # fully refunded
         await mock.save_order(request, order)
-    await mock.add_bill_line(request, (await mock.merchant(request)).merchant_id, {
-        "kind": "refund", "trade_no": order["trade_no"], "out_trade_no": order["out_trade_no"],
-        "subject": order["subject"], "created_at": order["created_at"], "amount_fen": order["amount_fen"],
-        "buyer": order["buyer_id"], "refund_fen": amount, "out_request_no": request_no,
-    })
+    line = _bill_line(order, "refund", refund_fen=amount, out_request_no=request_no)
+    await mock.add_bill_line(request, (await mock.merchant(request)).merchant_id, line)
     if order["notify_url"]:
         await mock.notify(request, order["out_trade_no"], await _notification(request, order, refund))
     return _refund_answer(order, refund, "Y")
@@ -333,22 +392,39 @@ async def trade_refund(request: Request, params: dict, biz: dict) -> dict:
 
 def _refund_answer(order: dict, refund: dict, fund_change: str) -> dict:
     total = sum(r["amount_fen"] for r in order["refunds"])
-    return {"code": "10000", "msg": "Success", "trade_no": order["trade_no"], "out_trade_no": order["out_trade_no"],
-            "buyer_logon_id": "pay***@example.com", "buyer_user_id": order["buyer_id"], "fund_change": fund_change,
-            "refund_fee": yuan(total), "gmt_refund_pay": refund["at"]}
+    return {
+        "code": "10000",
+        "msg": "Success",
+        "trade_no": order["trade_no"],
+        "out_trade_no": order["out_trade_no"],
+        "buyer_logon_id": "pay***@example.com",
+        "buyer_user_id": order["buyer_id"],
+        "fund_change": fund_change,
+        "refund_fee": yuan(total),
+        "gmt_refund_pay": refund["at"],
+    }
 
 
 @trade_method("alipay.trade.fastpay.refund.query")
 async def refund_query(request: Request, params: dict, biz: dict) -> dict:
     order = await _order(request, biz)
     refund = next((r for r in order["refunds"] if r["out_request_no"] == biz.get("out_request_no")), None)
-    answer = {"code": "10000", "msg": "Success", "trade_no": order.get("trade_no", ""),
-              "out_trade_no": order["out_trade_no"]}
+    answer = {
+        "code": "10000",
+        "msg": "Success",
+        "trade_no": order.get("trade_no", ""),
+        "out_trade_no": order["out_trade_no"],
+    }
     if refund is None:  # Alipay answers success without refund fields for an unknown request number
         return answer
-    return {**answer, "out_request_no": refund["out_request_no"], "refund_amount": yuan(refund["amount_fen"]),
-            "total_amount": yuan(order["amount_fen"]), "refund_status": "REFUND_SUCCESS",
-            "gmt_refund_pay": refund["at"]}
+    return {
+        **answer,
+        "out_request_no": refund["out_request_no"],
+        "refund_amount": yuan(refund["amount_fen"]),
+        "total_amount": yuan(order["amount_fen"]),
+        "refund_status": "REFUND_SUCCESS",
+        "gmt_refund_pay": refund["at"],
+    }
 
 
 # --- agreements and payment codes --------------------------------------------------------------
@@ -360,9 +436,17 @@ async def agreement_sign(request: Request, params: dict, biz: dict) -> dict:
     if not payer:
         raise invalid_arguments("isv.missing-parameter", "缺少必选参数 external_logon_id")
     account = await mock.merchant(request)
-    record = await mock.new_agreement(request, account.merchant_id, payer, beijing_now().strftime("%Y%m%d") + digits(12))
-    return {"code": "10000", "msg": "Success", "agreement_no": record["agreement_id"], "status": "NORMAL",
-            "external_logon_id": payer, "sign_time": record["signed_at"].replace("T", " ")[:19]}
+    record = await mock.new_agreement(
+        request, account.merchant_id, payer, beijing_now().strftime("%Y%m%d") + digits(12)
+    )
+    return {
+        "code": "10000",
+        "msg": "Success",
+        "agreement_no": record["agreement_id"],
+        "status": "NORMAL",
+        "external_logon_id": payer,
+        "sign_time": record["signed_at"].replace("T", " ")[:19],
+    }
 
 
 @trade_method("alipay.user.agreement.paycode.create")
@@ -370,15 +454,22 @@ async def paycode_create(request: Request, params: dict, biz: dict) -> dict:
     record = await mock.agreement(request, str(biz.get("agreement_no") or ""))
     if record is None:
         raise business_failed("USER_AGREEMENT_NOT_EXIST", "用户协议不存在")
-    return {"code": "10000", "msg": "Success", "agreement_no": record["agreement_id"],
-            "pay_code": await mock.issue_code(request, record), "expires_in": "120"}
+    return {
+        "code": "10000",
+        "msg": "Success",
+        "agreement_no": record["agreement_id"],
+        "pay_code": await mock.issue_code(request, record),
+        "expires_in": "120",
+    }
 
 
 # --- bills ----------------------------------------------------------------------------------------
 
-DETAIL_HEADER = ("支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,门店名称,操作员,终端号,对方账户,订单金额（元）,"
-                 "商家实收（元）,支付宝红包（元）,集分宝（元）,支付宝优惠（元）,商家优惠（元）,券核销金额（元）,券名称,"
-                 "商家红包消费金额（元）,卡消费金额（元）,退款批次号/请求号,服务费（元）,分润（元）,备注")
+DETAIL_HEADER = (
+    "支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,门店名称,操作员,终端号,对方账户,订单金额（元）,"
+    "商家实收（元）,支付宝红包（元）,集分宝（元）,支付宝优惠（元）,商家优惠（元）,券核销金额（元）,券名称,"
+    "商家红包消费金额（元）,卡消费金额（元）,退款批次号/请求号,服务费（元）,分润（元）,备注"
+)
 
 
 def bill_zip(seller_id: str, day: str, lines: list[dict]) -> bytes:
@@ -390,24 +481,62 @@ def bill_zip(seller_id: str, day: str, lines: list[dict]) -> bytes:
             kind, received, fee, request_no = "交易", line["amount_fen"], -fee_of(line["amount_fen"]), ""
             paid, paid_n = paid + received, paid_n + 1
         else:
-            kind, received, fee, request_no = "退款", -line["refund_fen"], fee_of(line["refund_fen"]), line["out_request_no"]
+            kind, received, fee, request_no = (
+                "退款",
+                -line["refund_fen"],
+                fee_of(line["refund_fen"]),
+                line["out_request_no"],
+            )
             refunded, refund_n = refunded + received, refund_n + 1
-        rows.append([line["trade_no"], line["out_trade_no"], kind, line["subject"], line["created_at"], line["at"],
-                     "", "", "", "", line["buyer"][:4] + "****", yuan(line["amount_fen"]), yuan(received), "0.00",
-                     "0.00", "0.00", "0.00", "0.00", "", "0.00", "0.00", request_no, yuan(fee), "0.00", ""])
+        rows.append(
+            [
+                line["trade_no"],
+                line["out_trade_no"],
+                kind,
+                line["subject"],
+                line["created_at"],
+                line["at"],
+                "",
+                "",
+                "",
+                "",
+                line["buyer"][:4] + "****",
+                yuan(line["amount_fen"]),
+                yuan(received),
+                "0.00",
+                "0.00",
+                "0.00",
+                "0.00",
+                "0.00",
+                "",
+                "0.00",
+                "0.00",
+                request_no,
+                yuan(fee),
+                "0.00",
+                "",
+            ]
+        )
     detail = io.StringIO()
-    detail.write(f"#支付宝业务明细查询\n#账号：[{seller_id}]\n#起始日期：[{day[:4]}年{day[5:7]}月{day[8:]}日 00:00:00]"
-                 f"   终止日期：[{day[:4]}年{day[5:7]}月{day[8:]}日 23:59:59]\n"
-                 "#-----------------------------------------业务明细列表----------------------------------------\n")
+    detail.write(
+        f"#支付宝业务明细查询\n#账号：[{seller_id}]\n#起始日期：[{day[:4]}年{day[5:7]}月{day[8:]}日 00:00:00]"
+        f"   终止日期：[{day[:4]}年{day[5:7]}月{day[8:]}日 23:59:59]\n"
+        "#-----------------------------------------业务明细列表----------------------------------------\n"
+    )
     detail.write(DETAIL_HEADER + "\n")
     csv.writer(detail, lineterminator="\n").writerows(rows)
-    detail.write("#-----------------------------------------业务明细列表结束------------------------------------\n"
-                 f"#交易合计：{paid_n}笔，商家实收共：{yuan(paid)}元，商家优惠共：0.00元\n"
-                 f"#退款合计：{refund_n}笔，商家实收退款共：{yuan(refunded)}元，商家优惠退款共：0.00元\n"
-                 f"#导出时间：[{beijing_now().strftime('%Y年%m月%d日 %H:%M:%S')}]\n")
-    summary = (f"#支付宝业务汇总查询\n#账号：[{seller_id}]\n门店编号,门店名称,交易订单总笔数,退款订单总笔数,订单金额（元）,"
-               f"商家实收（元）,服务费（元）\n,,{paid_n},{refund_n},{yuan(paid)},{yuan(paid + refunded)},"
-               f"{yuan(sum(-fee_of(x['amount_fen']) if x['kind'] == 'payment' else fee_of(x['refund_fen']) for x in lines))}\n")
+    detail.write(
+        "#-----------------------------------------业务明细列表结束------------------------------------\n"
+        f"#交易合计：{paid_n}笔，商家实收共：{yuan(paid)}元，商家优惠共：0.00元\n"
+        f"#退款合计：{refund_n}笔，商家实收退款共：{yuan(refunded)}元，商家优惠退款共：0.00元\n"
+        f"#导出时间：[{beijing_now().strftime('%Y年%m月%d日 %H:%M:%S')}]\n"
+    )
+    fees = sum(-fee_of(x["amount_fen"]) if x["kind"] == "payment" else fee_of(x["refund_fen"]) for x in lines)
+    summary = (
+        f"#支付宝业务汇总查询\n#账号：[{seller_id}]\n门店编号,门店名称,交易订单总笔数,退款订单总笔数,订单金额（元）,"
+        f"商家实收（元）,服务费（元）\n,,{paid_n},{refund_n},{yuan(paid)},{yuan(paid + refunded)},"
+        f"{yuan(fees)}\n"
+    )
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(f"{seller_id}_{stamp}_业务明细.csv", detail.getvalue().encode("gbk"))
@@ -425,10 +554,14 @@ async def bill_url(request: Request, params: dict, biz: dict) -> dict:
     if not lines:
         raise business_failed("isp.bill_not_exist", "账单不存在")
     token = secrets.token_hex(16)
-    await cache(request).set(mock.key("billfile", token), dumps({"seller": account.merchant_id, "day": day}),
-                             ex=BILL_TTL_S)
-    return {"code": "10000", "msg": "Success",
-            "bill_download_url": f"{settings_of(request).base_url.rstrip('/')}/_mock/alipay/bills/{token}"}
+    await cache(request).set(
+        mock.key("billfile", token), dumps({"seller": account.merchant_id, "day": day}), ex=BILL_TTL_S
+    )
+    return {
+        "code": "10000",
+        "msg": "Success",
+        "bill_download_url": f"{settings_of(request).base_url.rstrip('/')}/_mock/alipay/bills/{token}",
+    }
 
 
 @bp.get("/bills/<token>")
@@ -438,5 +571,8 @@ async def bill_file(request: Request, token: str):
         return HTTPResponse(b"not found", status=404)
     lines = await mock.bill_lines(request, record["seller"], record["day"])
     data = await asyncio.to_thread(bill_zip, record["seller"], record["day"], lines)
-    return HTTPResponse(data, content_type="application/zip",
-                        headers={"Content-Disposition": f"attachment; filename={record['seller']}.csv.zip"})
+    return HTTPResponse(
+        data,
+        content_type="application/zip",
+        headers={"Content-Disposition": f"attachment; filename={record['seller']}.csv.zip"},
+    )

@@ -35,7 +35,11 @@ def _out_trade_no(request: Request, text: str, body) -> str:
         return request.args.get("out_trade_no")
     if isinstance(body, dict):
         return str(body.get("out_trade_no") or "")
-    fields = dict(parse_qsl(text, keep_blank_values=True)) if "=" in text and not text.lstrip().startswith("<") else {}
+    fields = (
+        dict(parse_qsl(text, keep_blank_values=True))
+        if "=" in text and not text.lstrip().startswith("<")
+        else {}
+    )
     if not fields and text.lstrip().startswith("<xml"):
         try:
             fields = xmltodict.parse(text)["xml"] or {}
@@ -58,7 +62,9 @@ async def notify(request: Request):
     fail = await redis.decr(_KEY_FAIL_NEXT) >= 0
     if not fail:
         await redis.set(_KEY_FAIL_NEXT, 0)
-    status, answer = (int(behaviour.get("status", 500)), str(behaviour.get("body", "FAIL"))) if fail else (200, "SUCCESS")
+    status, answer = (
+        (int(behaviour.get("status", 500)), str(behaviour.get("body", "FAIL"))) if fail else (200, "SUCCESS")
+    )
     record = {
         "headers": {k.lower(): v for k, v in request.headers.items()},
         "body": body,
@@ -88,7 +94,9 @@ async def behaviour(request: Request):
         }
         fail_next = int(body.get("fail_next", 0))
     except (TypeError, ValueError):
-        return json({"code": "BAD_BEHAVIOUR", "message": "status, fail_next and delay_ms are integers"}, status=400)
+        return json(
+            {"code": "BAD_BEHAVIOUR", "message": "status, fail_next and delay_ms are integers"}, status=400
+        )
     await redis.set(_KEY_BEHAVIOUR, dumps(settings))
     await redis.set(_KEY_FAIL_NEXT, fail_next)
     return json({"behaviour": {**settings, "fail_next": fail_next}})

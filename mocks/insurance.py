@@ -25,9 +25,14 @@ from mocks._common import cache, settings_of
 from mocks._payments import ChannelMock, Notification, Refusal, beijing_now, digits
 
 bp = Blueprint("mock_insurance", url_prefix="/_mock/insurance")
-mock = ChannelMock("insurance", bp, "医保移动支付", "#1e6fbf",
-                   lambda reply: reply.status_code == 200 and reply.text.strip() == "SUCCESS",
-                   settings={"fund_percent": int})
+mock = ChannelMock(
+    "insurance",
+    bp,
+    "医保移动支付",
+    "#1e6fbf",
+    lambda reply: reply.status_code == 200 and reply.text.strip() == "SUCCESS",
+    settings={"fund_percent": int},
+)
 SIGNATURE = "X-YB-Signature"
 DEFAULT_FUND_PERCENT = 60
 
@@ -64,7 +69,9 @@ async def api(request: Request, name: str):
             return _signed_json({"code": "BAD_REQUEST", "message": "请求报文格式错误"}, None, 400)
         if envelope.get("app_id") != account.app_id or envelope.get("org_code") != account.merchant_id:
             return _signed_json({"code": "APP_NOT_FOUND", "message": "应用或机构编码错误"}, None, 403)
-        if not constant_time_equal(request.headers.get(SIGNATURE, ""), hmac_sm3(_key(account), request.body).hex()):
+        if not constant_time_equal(
+            request.headers.get(SIGNATURE, ""), hmac_sm3(_key(account), request.body).hex()
+        ):
             return _signed_json({"code": "SIGNATURE_INVALID", "message": "签名校验失败"}, None, 401)
         handler = HANDLERS.get(name)
         if handler is None:
@@ -89,10 +96,18 @@ async def _split(request: Request, amount: int) -> tuple[int, int]:
 
 
 def _order_view(order: dict) -> dict:
-    view = {"out_trade_no": order["out_trade_no"], "status": order["state"], "amount_fen": order["amount_fen"]}
+    view = {
+        "out_trade_no": order["out_trade_no"],
+        "status": order["state"],
+        "amount_fen": order["amount_fen"],
+    }
     if order["state"] == "PAID":
-        view.update(trade_no=order["trade_no"], insurance_fen=order["insurance_fen"],
-                    self_pay_fen=order["self_pay_fen"], paid_at=order["paid_at"])
+        view.update(
+            trade_no=order["trade_no"],
+            insurance_fen=order["insurance_fen"],
+            self_pay_fen=order["self_pay_fen"],
+            paid_at=order["paid_at"],
+        )
     return view
 
 
@@ -100,9 +115,17 @@ def _new_order(data: dict) -> dict:
     amount = data.get("amount_fen")
     if not isinstance(amount, int) or amount <= 0 or not data.get("out_trade_no"):
         raise Refusal("BAD_REQUEST", "amount_fen / out_trade_no 错误")
-    return {"out_trade_no": str(data["out_trade_no"]), "amount_fen": amount, "subject": str(data.get("subject", "")),
-            "notify_url": str(data.get("notify_url", "")), "return_url": str(data.get("return_url", "")),
-            "status": "paying", "state": "PAYING", "expires_at": str(data.get("expires_at", "")), "refunds": []}
+    return {
+        "out_trade_no": str(data["out_trade_no"]),
+        "amount_fen": amount,
+        "subject": str(data.get("subject", "")),
+        "notify_url": str(data.get("notify_url", "")),
+        "return_url": str(data.get("return_url", "")),
+        "status": "paying",
+        "state": "PAYING",
+        "expires_at": str(data.get("expires_at", "")),
+        "refunds": [],
+    }
 
 
 @call("orders")
@@ -118,7 +141,10 @@ async def create(request: Request, data: dict, account) -> dict:
         else:
             await mock.save_order(request, order)
     base = settings_of(request).base_url.rstrip("/")
-    return {"out_trade_no": order["out_trade_no"], "pay_url": f"{base}/_mock/insurance/pay/{order['out_trade_no']}"}
+    return {
+        "out_trade_no": order["out_trade_no"],
+        "pay_url": f"{base}/_mock/insurance/pay/{order['out_trade_no']}",
+    }
 
 
 @bp.get("/pay/<out_trade_no>")
@@ -133,30 +159,57 @@ async def pay_page(request: Request, out_trade_no: str):
 
 async def _pay(request: Request, order: dict) -> dict:
     fund, own = await _split(request, order["amount_fen"])
-    order.update(status="paid", state="PAID", trade_no="YB" + beijing_now().strftime("%Y%m%d") + digits(14),
-                 insurance_fen=fund, self_pay_fen=own, paid_at=_now())
+    order.update(
+        status="paid",
+        state="PAID",
+        trade_no="YB" + beijing_now().strftime("%Y%m%d") + digits(14),
+        insurance_fen=fund,
+        self_pay_fen=own,
+        paid_at=_now(),
+    )
     await mock.save_order(request, order)
     account = await mock.merchant(request)
-    await mock.add_bill_line(request, account.merchant_id, {
-        "kind": "支付", "out_trade_no": order["out_trade_no"], "trade_no": order["trade_no"], "refund_no": "",
-        "refund_id": "", "amount_fen": order["amount_fen"], "insurance_fen": fund, "self_pay_fen": own})
+    await mock.add_bill_line(
+        request,
+        account.merchant_id,
+        {
+            "kind": "支付",
+            "out_trade_no": order["out_trade_no"],
+            "trade_no": order["trade_no"],
+            "refund_no": "",
+            "refund_id": "",
+            "amount_fen": order["amount_fen"],
+            "insurance_fen": fund,
+            "self_pay_fen": own,
+        },
+    )
     if order["notify_url"]:
-        await mock.notify(request, order["out_trade_no"], _notification(account, order["notify_url"], {
-            "event": "PAY_SUCCESS", **_order_view(order)}))
+        await mock.notify(
+            request,
+            order["out_trade_no"],
+            _notification(account, order["notify_url"], {"event": "PAY_SUCCESS", **_order_view(order)}),
+        )
     return order
 
 
 def _notification(account, url: str, event: dict):
     def build(faults: dict) -> Notification:
         delta = faults.get("wrong_notify_amount", 0)
-        document = {**event, "app_id": account.app_id, "org_code": account.merchant_id,
-                    "timestamp": int(beijing_now().timestamp() * 1000), "nonce": secrets.token_hex(16)}
+        document = {
+            **event,
+            "app_id": account.app_id,
+            "org_code": account.merchant_id,
+            "timestamp": int(beijing_now().timestamp() * 1000),
+            "nonce": secrets.token_hex(16),
+        }
         for name in ("amount_fen", "self_pay_fen", "refund_fen"):  # the split still adds up
             if name in document and delta:
                 document[name] += delta
         body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
         key = secrets.token_bytes(32) if faults.get("bad_notify_signature") else _key(account)
-        return Notification(url, body, "application/json; charset=utf-8", {SIGNATURE: hmac_sm3(key, body).hex()})
+        return Notification(
+            url, body, "application/json; charset=utf-8", {SIGNATURE: hmac_sm3(key, body).hex()}
+        )
 
     return build
 
@@ -209,8 +262,13 @@ async def close(request: Request, data: dict, account) -> dict:
 
 
 def _refund_view(record: dict) -> dict:
-    return {"out_refund_no": record["out_refund_no"], "refund_id": record["refund_id"], "status": "SUCCESS",
-            "refund_fen": record["refund_fen"], "finished_at": record["finished_at"]}
+    return {
+        "out_refund_no": record["out_refund_no"],
+        "refund_id": record["refund_id"],
+        "status": "SUCCESS",
+        "refund_fen": record["refund_fen"],
+        "finished_at": record["finished_at"],
+    }
 
 
 @call("refunds")
@@ -229,18 +287,40 @@ async def refund(request: Request, data: dict, account) -> dict:
             return _refund_view(previous)
         if sum(r["refund_fen"] for r in order["refunds"]) + amount > order["amount_fen"]:
             raise Refusal("REFUND_EXCEEDS", "退款金额超过可退金额")
-        record = {"out_refund_no": refund_no, "refund_id": "YBR" + digits(20), "refund_fen": amount,
-                  "finished_at": _now()}
+        record = {
+            "out_refund_no": refund_no,
+            "refund_id": "YBR" + digits(20),
+            "refund_fen": amount,
+            "finished_at": _now(),
+        }
         order["refunds"].append(record)
         await mock.save_order(request, order)
         await cache(request).set(mock.key("refund", refund_no), order["out_trade_no"], ex=7 * 86400)
-    await mock.add_bill_line(request, account.merchant_id, {
-        "kind": "退款", "out_trade_no": order["out_trade_no"], "trade_no": order["trade_no"], "refund_no": refund_no,
-        "refund_id": record["refund_id"], "amount_fen": amount, "insurance_fen": 0, "self_pay_fen": amount})
+    await mock.add_bill_line(
+        request,
+        account.merchant_id,
+        {
+            "kind": "退款",
+            "out_trade_no": order["out_trade_no"],
+            "trade_no": order["trade_no"],
+            "refund_no": refund_no,
+            "refund_id": record["refund_id"],
+            "amount_fen": amount,
+            "insurance_fen": 0,
+            "self_pay_fen": amount,
+        },
+    )
     url = str(data.get("notify_url") or order["notify_url"])
     if url:
-        await mock.notify(request, order["out_trade_no"], _notification(account, url, {
-            "event": "REFUND_SUCCESS", "out_trade_no": order["out_trade_no"], **_refund_view(record)}))
+        await mock.notify(
+            request,
+            order["out_trade_no"],
+            _notification(
+                account,
+                url,
+                {"event": "REFUND_SUCCESS", "out_trade_no": order["out_trade_no"], **_refund_view(record)},
+            ),
+        )
     return _refund_view(record)
 
 
@@ -248,8 +328,9 @@ async def refund(request: Request, data: dict, account) -> dict:
 async def refund_query(request: Request, data: dict, account) -> dict:
     raw = await cache(request).get(mock.key("refund", str(data.get("out_refund_no", ""))))
     order = await mock.order(request, raw.decode()) if raw else None
-    record = next((r for r in (order or {}).get("refunds", []) if r["out_refund_no"] == data.get("out_refund_no")),
-                  None)
+    record = next(
+        (r for r in (order or {}).get("refunds", []) if r["out_refund_no"] == data.get("out_refund_no")), None
+    )
     if record is None:
         raise Refusal("REFUND_NOT_FOUND", "退款不存在")
     return _refund_view(record)
@@ -257,7 +338,9 @@ async def refund_query(request: Request, data: dict, account) -> dict:
 
 @call("agreements")
 async def agreement(request: Request, data: dict, account) -> dict:
-    record = await mock.new_agreement(request, account.merchant_id, str(data.get("payer_id", "")), "YBA" + digits(17))
+    record = await mock.new_agreement(
+        request, account.merchant_id, str(data.get("payer_id", "")), "YBA" + digits(17)
+    )
     return {"agreement_id": record["agreement_id"], "signed_at": record["signed_at"]}
 
 
@@ -269,8 +352,19 @@ async def paycode(request: Request, data: dict, account) -> dict:
     return {"pay_code": await mock.issue_code(request, record), "expires_in": 120}
 
 
-BILL_HEADER = ["交易时间", "交易类型", "机构订单号", "医保交易号", "退款单号", "医保退款号", "金额(分)", "统筹支付(分)",
-               "个人自付(分)", "手续费(分)", "状态"]
+BILL_HEADER = [
+    "交易时间",
+    "交易类型",
+    "机构订单号",
+    "医保交易号",
+    "退款单号",
+    "医保退款号",
+    "金额(分)",
+    "统筹支付(分)",
+    "个人自付(分)",
+    "手续费(分)",
+    "状态",
+]
 
 
 @call("bills")
@@ -282,7 +376,19 @@ async def bills(request: Request, data: dict, account) -> dict:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(BILL_HEADER)
     for x in lines:
-        writer.writerow([x["at"].replace(" ", "T") + "+08:00", x["kind"], x["out_trade_no"], x["trade_no"],
-                         x["refund_no"], x["refund_id"], x["amount_fen"], x["insurance_fen"], x["self_pay_fen"], 0,
-                         "SUCCESS"])
+        writer.writerow(
+            [
+                x["at"].replace(" ", "T") + "+08:00",
+                x["kind"],
+                x["out_trade_no"],
+                x["trade_no"],
+                x["refund_no"],
+                x["refund_id"],
+                x["amount_fen"],
+                x["insurance_fen"],
+                x["self_pay_fen"],
+                0,
+                "SUCCESS",
+            ]
+        )
     return {"bill_date": data["bill_date"], "content": out.getvalue()}

@@ -41,7 +41,12 @@ async def _keys(request: Request):
     private_pem, cert_pem = await asyncio.to_thread(unionpay_gateway_signing_key, settings)
     merchant_cert = x509.load_pem_x509_certificate(account.secrets["sign_cert"].encode())
     gateway_cert = x509.load_pem_x509_certificate(cert_pem.encode())
-    return account, merchant_cert, serialization.load_pem_private_key(private_pem.encode(), None), cert_id(gateway_cert)
+    return (
+        account,
+        merchant_cert,
+        serialization.load_pem_private_key(private_pem.encode(), None),
+        cert_id(gateway_cert),
+    )
 
 
 def _signed(fields: dict, private_key, gateway_cert_id: str) -> dict[str, str]:
@@ -52,7 +57,9 @@ def _signed(fields: dict, private_key, gateway_cert_id: str) -> dict[str, str]:
 
 
 def _form_response(fields: dict) -> HTTPResponse:
-    return HTTPResponse(urlencode(fields).encode(), content_type="application/x-www-form-urlencoded; charset=UTF-8")
+    return HTTPResponse(
+        urlencode(fields).encode(), content_type="application/x-www-form-urlencoded; charset=UTF-8"
+    )
 
 
 async def _authenticated(request: Request):
@@ -73,10 +80,17 @@ def _serve(handler):
                 fields, account, signer = await _authenticated(request)
             except Refusal as exc:
                 return _form_response({"respCode": exc.code, "respMsg": exc.message})
-            echo = {k: fields[k] for k in ("merId", "orderId", "txnType", "txnSubType", "bizType", "txnTime")
-                    if k in fields}
+            echo = {
+                k: fields[k]
+                for k in ("merId", "orderId", "txnType", "txnSubType", "bizType", "txnTime")
+                if k in fields
+            }
             try:
-                answer = {"respCode": "00", "respMsg": "成功[0000000]", **await handler(request, fields, account)}
+                answer = {
+                    "respCode": "00",
+                    "respMsg": "成功[0000000]",
+                    **await handler(request, fields, account),
+                }
             except Refusal as exc:
                 answer = {"respCode": exc.code, "respMsg": exc.message}
             return _form_response(_signed({**echo, **answer}, *signer))
@@ -116,9 +130,18 @@ async def front(request: Request):
             if fields.get("payTimeout"):
                 expires = datetime.strptime(fields["payTimeout"], TIME).replace(tzinfo=BEIJING).isoformat()
             subject = fields.get("riskRateInfo", "").removeprefix("{commodityName=").removesuffix("}")
-            order = {"out_trade_no": fields["orderId"], "txnType": "01", "amount_fen": amount, "subject": subject,
-                     "notify_url": fields["backUrl"], "return_url": fields.get("frontUrl", ""), "status": "paying",
-                     "expires_at": expires, "txnTime": fields.get("txnTime", ""), "refunded_fen": 0}
+            order = {
+                "out_trade_no": fields["orderId"],
+                "txnType": "01",
+                "amount_fen": amount,
+                "subject": subject,
+                "notify_url": fields["backUrl"],
+                "return_url": fields.get("frontUrl", ""),
+                "status": "paying",
+                "expires_at": expires,
+                "txnTime": fields.get("txnTime", ""),
+                "refunded_fen": 0,
+            }
             await mock.save_order(request, order)
         elif order["amount_fen"] != amount:
             return mock.page_response("<p class='done'>重复交易 (12)</p>", status=400)
@@ -135,9 +158,19 @@ def _paid(order: dict) -> dict:
 
 async def _after_payment(request: Request, order: dict, account) -> None:
     await cache(request).set(mock.key("query", order["queryId"]), order["out_trade_no"], ex=7 * 86400)
-    await mock.add_bill_line(request, account.merchant_id, {
-        "txnType": "01", "orderId": order["out_trade_no"], "origOrderId": "", "queryId": order["queryId"],
-        "amount_fen": order["amount_fen"], "fee": fee_of(order["amount_fen"]), "txnTime": order["paidTime"]})
+    await mock.add_bill_line(
+        request,
+        account.merchant_id,
+        {
+            "txnType": "01",
+            "orderId": order["out_trade_no"],
+            "origOrderId": "",
+            "queryId": order["queryId"],
+            "amount_fen": order["amount_fen"],
+            "fee": fee_of(order["amount_fen"]),
+            "txnTime": order["paidTime"],
+        },
+    )
     if order.get("notify_url"):
         await mock.notify(request, order["out_trade_no"], await _notification(request, order, account))
 
@@ -146,19 +179,37 @@ async def _notification(request: Request, record: dict, account, notify_url: str
     _, _, private_key, gateway_cert_id = await _keys(request)
 
     def build(faults: dict) -> Notification:
-        fields = _signed({
-            "merId": account.merchant_id, "orderId": record["out_trade_no"], "txnType": record["txnType"],
-            "txnSubType": "00" if record["txnType"] == "04" else "01", "bizType": "000201", "accessType": "0",
-            "currencyCode": "156", "txnAmt": record["amount_fen"] + faults.get("wrong_notify_amount", 0),
-            "txnTime": record.get("paidTime", record.get("txnTime", "")), "queryId": record["queryId"],
-            "traceNo": record["queryId"][-6:], "traceTime": record["queryId"][:10], "settleDate": _now()[4:8],
-            "settleAmt": record["amount_fen"], "settleCurrencyCode": "156", "respCode": "00",
-            "respMsg": "Success!", **({"origQryId": record["origQryId"]} if record.get("origQryId") else {}),
-        }, private_key, gateway_cert_id)
+        fields = _signed(
+            {
+                "merId": account.merchant_id,
+                "orderId": record["out_trade_no"],
+                "txnType": record["txnType"],
+                "txnSubType": "00" if record["txnType"] == "04" else "01",
+                "bizType": "000201",
+                "accessType": "0",
+                "currencyCode": "156",
+                "txnAmt": record["amount_fen"] + faults.get("wrong_notify_amount", 0),
+                "txnTime": record.get("paidTime", record.get("txnTime", "")),
+                "queryId": record["queryId"],
+                "traceNo": record["queryId"][-6:],
+                "traceTime": record["queryId"][:10],
+                "settleDate": _now()[4:8],
+                "settleAmt": record["amount_fen"],
+                "settleCurrencyCode": "156",
+                "respCode": "00",
+                "respMsg": "Success!",
+                **({"origQryId": record["origQryId"]} if record.get("origQryId") else {}),
+            },
+            private_key,
+            gateway_cert_id,
+        )
         if faults.get("bad_notify_signature"):
             fields["signature"] = base64.b64encode(secrets.token_bytes(256)).decode()
-        return Notification(notify_url or record["notify_url"], urlencode(fields).encode(),
-                            "application/x-www-form-urlencoded; charset=UTF-8")
+        return Notification(
+            notify_url or record["notify_url"],
+            urlencode(fields).encode(),
+            "application/x-www-form-urlencoded; charset=UTF-8",
+        )
 
     return build
 
@@ -179,8 +230,13 @@ async def confirm(request: Request, order: dict) -> dict:
 
 async def _back(request: Request, fields: dict, account) -> dict:
     kind = (fields.get("txnType"), fields.get("txnSubType"))
-    handlers = {("01", "06"): _payment_code_charge, ("04", "00"): _refund, ("31", "00"): _cancel,
-                ("79", "00"): _open_agreement, ("77", "01"): _issue_code}
+    handlers = {
+        ("01", "06"): _payment_code_charge,
+        ("04", "00"): _refund,
+        ("31", "00"): _cancel,
+        ("79", "00"): _open_agreement,
+        ("77", "01"): _issue_code,
+    }
     handler = handlers.get(kind)
     if handler is None:
         raise Refusal("40", "交易类型不支持")
@@ -198,9 +254,19 @@ async def _payment_code_charge(request: Request, fields: dict, account) -> dict:
         agreement = await mock.take_code(request, fields.get("qrNo", ""))
         if agreement is None:
             raise Refusal("60", "付款码无效或已使用")
-        order = {"out_trade_no": fields["orderId"], "txnType": "01", "amount_fen": amount, "subject": "",
-                 "notify_url": fields.get("backUrl", ""), "return_url": "", "status": "paying", "expires_at": "",
-                 "txnTime": fields.get("txnTime", ""), "refunded_fen": 0, "qrNo": fields["qrNo"]}
+        order = {
+            "out_trade_no": fields["orderId"],
+            "txnType": "01",
+            "amount_fen": amount,
+            "subject": "",
+            "notify_url": fields.get("backUrl", ""),
+            "return_url": "",
+            "status": "paying",
+            "expires_at": "",
+            "txnTime": fields.get("txnTime", ""),
+            "refunded_fen": 0,
+            "qrNo": fields["qrNo"],
+        }
         faults = await mock.faults(request)
         if faults.get("userpaying"):
             await mock.save_order(request, order)
@@ -231,14 +297,33 @@ async def _refund(request: Request, fields: dict, account) -> dict:
             raise Refusal("61", "退货金额超限")
         original["refunded_fen"] += amount
         await mock.save_order(request, original)
-        refund = {"out_trade_no": fields["orderId"], "txnType": "04", "amount_fen": amount, "status": "paid",
-                  "origOrderId": original["out_trade_no"], "origQryId": original["queryId"], "expires_at": "",
-                  "queryId": beijing_now().strftime("%m%d%H%M%S") + digits(11), "paidTime": _now(),
-                  "txnTime": fields.get("txnTime", ""), "notify_url": fields.get("backUrl") or original["notify_url"]}
+        refund = {
+            "out_trade_no": fields["orderId"],
+            "txnType": "04",
+            "amount_fen": amount,
+            "status": "paid",
+            "origOrderId": original["out_trade_no"],
+            "origQryId": original["queryId"],
+            "expires_at": "",
+            "queryId": beijing_now().strftime("%m%d%H%M%S") + digits(11),
+            "paidTime": _now(),
+            "txnTime": fields.get("txnTime", ""),
+            "notify_url": fields.get("backUrl") or original["notify_url"],
+        }
         await mock.save_order(request, refund)
-    await mock.add_bill_line(request, account.merchant_id, {
-        "txnType": "04", "orderId": refund["out_trade_no"], "origOrderId": original["out_trade_no"],
-        "queryId": refund["queryId"], "amount_fen": amount, "fee": -fee_of(amount), "txnTime": refund["paidTime"]})
+    await mock.add_bill_line(
+        request,
+        account.merchant_id,
+        {
+            "txnType": "04",
+            "orderId": refund["out_trade_no"],
+            "origOrderId": original["out_trade_no"],
+            "queryId": refund["queryId"],
+            "amount_fen": amount,
+            "fee": -fee_of(amount),
+            "txnTime": refund["paidTime"],
+        },
+    )
     await mock.notify(request, original["out_trade_no"], await _notification(request, refund, account))
     return {"queryId": refund["queryId"], "origQryId": original["queryId"], "txnAmt": str(amount)}
 
@@ -289,9 +374,14 @@ async def _query(request: Request, fields: dict, account) -> dict:
     if order is None:
         raise Refusal("34", "查无此交易")
     result = {"paid": ("00", "成功"), "paying": ("05", "交易处理中"), "cancelled": ("01", "交易失败")}.get(
-        order["status"], ("34", "订单已关闭"))
-    answer = {"origRespCode": result[0], "origRespMsg": result[1], "txnType": order["txnType"],
-              "txnAmt": str(order["amount_fen"])}
+        order["status"], ("34", "订单已关闭")
+    )
+    answer = {
+        "origRespCode": result[0],
+        "origRespMsg": result[1],
+        "txnType": order["txnType"],
+        "txnAmt": str(order["amount_fen"]),
+    }
     if order["status"] == "paid":
         answer.update(queryId=order["queryId"], txnTime=order["paidTime"], settleAmt=str(order["amount_fen"]))
     return answer
@@ -310,12 +400,17 @@ async def _file(request: Request, fields: dict, account) -> dict:
         raise Refusal("98", "文件不存在")
     text = f"#UnionPay settlement (mock) merId={account.merchant_id} settleDate={day}\n" + "".join(
         f"{x['txnType']}|{x['orderId']}|{x['origOrderId']}|{x['queryId']}|{x['amount_fen']}|{x['fee']}|"
-        f"{x['txnTime']}|00\n" for x in lines)
+        f"{x['txnTime']}|00\n"
+        for x in lines
+    )
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(f"INN{year % 100:02d}{settle}01ACOMA", text.encode())
-    return {"fileName": f"INN{year % 100:02d}{settle}01ACOMA.zip", "fileContent": base64.b64encode(out.getvalue()).decode(),
-            "settleDate": settle}
+    return {
+        "fileName": f"INN{year % 100:02d}{settle}01ACOMA.zip",
+        "fileContent": base64.b64encode(out.getvalue()).decode(),
+        "settleDate": settle,
+    }
 
 
 bp.add_route(_serve(_file), "/gateway/api/fileTransfer.do", methods=["POST"], name="file")

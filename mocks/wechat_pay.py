@@ -115,7 +115,12 @@ async def _serve(request: Request, handler) -> HTTPResponse:
         return _return_fail("签名错误")
     if not params.get("nonce_str"):
         return _return_fail("nonce_str参数缺失")
-    base = {"return_code": "SUCCESS", "return_msg": "OK", "appid": params["appid"], "mch_id": account.merchant_id}
+    base = {
+        "return_code": "SUCCESS",
+        "return_msg": "OK",
+        "appid": params["appid"],
+        "mch_id": account.merchant_id,
+    }
     try:
         answer = await handler(request, params, account)
     except PayError as exc:
@@ -189,23 +194,35 @@ async def unifiedorder(request: Request, params: dict, account) -> dict:
             if order["status"] in ("closed", "cancelled"):
                 raise PayError("ORDERCLOSED", "该订单已关")
             same = (order["amount_fen"], order["trade_type"], order.get("openid")) == (
-                total, trade_type, params.get("openid"))
+                total,
+                trade_type,
+                params.get("openid"),
+            )
             if not same:
                 raise PayError("INVALID_REQUEST", "201 商户订单号重复")
         else:
             order = {
-                "out_trade_no": params["out_trade_no"], "appid": params["appid"], "amount_fen": total,
-                "subject": params["body"], "trade_type": trade_type, "openid": params.get("openid"),
-                "notify_url": params["notify_url"], "sign_type": params.get("sign_type") or "MD5",
+                "out_trade_no": params["out_trade_no"],
+                "appid": params["appid"],
+                "amount_fen": total,
+                "subject": params["body"],
+                "trade_type": trade_type,
+                "openid": params.get("openid"),
+                "notify_url": params["notify_url"],
+                "sign_type": params.get("sign_type") or "MD5",
                 "prepay_id": "wx" + beijing_now().strftime("%d%H%M%S") + secrets.token_hex(12),
-                "status": "paying", "expires_at": _expiry(params), "refunds": [],
+                "status": "paying",
+                "expires_at": _expiry(params),
+                "refunds": [],
             }
             await mock.save_order(request, order)
             await _index(request, "prepay", order["prepay_id"], order["out_trade_no"])
     answer = {"prepay_id": order["prepay_id"], "trade_type": trade_type}
     if trade_type == "MWEB":
-        answer["mweb_url"] = (f"{settings_of(request).base_url.rstrip('/')}/_mock/wechat/pay/checkmweb"
-                              f"?prepay_id={order['prepay_id']}&package={digits(10)}")
+        answer["mweb_url"] = (
+            f"{settings_of(request).base_url.rstrip('/')}/_mock/wechat/pay/checkmweb"
+            f"?prepay_id={order['prepay_id']}&package={digits(10)}"
+        )
     return answer
 
 
@@ -228,18 +245,23 @@ async def checkmweb(request: Request):
 
 
 def _paid(order: dict, openid: str) -> dict:
-    order.update(status="paid", trade_no="4200" + beijing_now().strftime("%Y%m%d") + digits(16),
-                 paid_at=beijing_now().strftime("%Y%m%d%H%M%S"), openid=order.get("openid") or openid)
+    order.update(
+        status="paid",
+        trade_no="4200" + beijing_now().strftime("%Y%m%d") + digits(16),
+        paid_at=beijing_now().strftime("%Y%m%d%H%M%S"),
+        openid=order.get("openid") or openid,
+    )
     return order
 
 
 async def _after_payment(request: Request, order: dict, account) -> None:
     await _index(request, "transaction", order["trade_no"], order["out_trade_no"])
-    await mock.add_bill_line(request, account.merchant_id, {
-        "kind": "payment", "appid": order["appid"], "trade_no": order["trade_no"],
-        "out_trade_no": order["out_trade_no"], "openid": order.get("openid") or "",
-        "trade_type": order["trade_type"], "amount_fen": order["amount_fen"], "subject": order["subject"],
-    })
+    await mock.add_bill_line(request, account.merchant_id, _bill_line(order, "payment"))
+
+
+def _bill_line(order: dict, kind: str, **refund) -> dict:
+    names = ("appid", "trade_no", "out_trade_no", "trade_type", "amount_fen", "subject")
+    return {"kind": kind, "openid": order.get("openid") or "", **{n: order[n] for n in names}, **refund}
 
 
 @mock.on_confirm
@@ -253,13 +275,26 @@ async def confirm(request: Request, order: dict) -> dict:
 
     def build(faults: dict) -> Notification:
         total = order["amount_fen"] + faults.get("wrong_notify_amount", 0)
-        fields = signed({
-            "return_code": "SUCCESS", "appid": order["appid"], "mch_id": account.merchant_id,
-            "result_code": "SUCCESS", "openid": order["openid"], "is_subscribe": "N",
-            "trade_type": order["trade_type"], "bank_type": "OTHERS", "total_fee": total, "cash_fee": total,
-            "fee_type": "CNY", "transaction_id": order["trade_no"], "out_trade_no": order["out_trade_no"],
-            "time_end": order["paid_at"],
-        }, api_key, order["sign_type"])
+        fields = signed(
+            {
+                "return_code": "SUCCESS",
+                "appid": order["appid"],
+                "mch_id": account.merchant_id,
+                "result_code": "SUCCESS",
+                "openid": order["openid"],
+                "is_subscribe": "N",
+                "trade_type": order["trade_type"],
+                "bank_type": "OTHERS",
+                "total_fee": total,
+                "cash_fee": total,
+                "fee_type": "CNY",
+                "transaction_id": order["trade_no"],
+                "out_trade_no": order["out_trade_no"],
+                "time_end": order["paid_at"],
+            },
+            api_key,
+            order["sign_type"],
+        )
         if faults.get("bad_notify_signature"):
             fields["sign"] = secrets.token_hex(16).upper()
         return Notification(order["notify_url"], dict_to_xml(fields).encode(), "text/xml; charset=utf-8")
@@ -278,15 +313,24 @@ async def micropay(request: Request, params: dict, account) -> dict:
     async with mock.locked(request, params["out_trade_no"]):
         order = await mock.order(request, params["out_trade_no"])
         if order is not None:
-            raise PayError("ORDERPAID" if order["status"] == "paid" else "OUT_TRADE_NO_USED", "商户订单号重复")
+            raise PayError(
+                "ORDERPAID" if order["status"] == "paid" else "OUT_TRADE_NO_USED", "商户订单号重复"
+            )
         agreement = await mock.take_code(request, code)
         if agreement is None:
             raise PayError("AUTHCODEEXPIRE", "二维码已过期，请用户在微信上刷新后再试")
         order = {
-            "out_trade_no": params["out_trade_no"], "appid": params["appid"], "amount_fen": total,
-            "subject": params["body"], "trade_type": "MICROPAY", "openid": agreement["payer_id"],
-            "notify_url": "", "sign_type": params.get("sign_type") or "MD5", "status": "paying",
-            "expires_at": "", "refunds": [],
+            "out_trade_no": params["out_trade_no"],
+            "appid": params["appid"],
+            "amount_fen": total,
+            "subject": params["body"],
+            "trade_type": "MICROPAY",
+            "openid": agreement["payer_id"],
+            "notify_url": "",
+            "sign_type": params.get("sign_type") or "MD5",
+            "status": "paying",
+            "expires_at": "",
+            "refunds": [],
         }
         faults = await mock.faults(request)
         if faults.get("userpaying"):
@@ -309,10 +353,16 @@ async def _complete(request: Request, order: dict) -> None:
 
 def _trade_fields(order: dict) -> dict:
     return {
-        "openid": order.get("openid") or "", "is_subscribe": "N", "trade_type": order["trade_type"],
-        "bank_type": "OTHERS", "fee_type": "CNY", "total_fee": order["amount_fen"],
-        "cash_fee": order["amount_fen"], "transaction_id": order["trade_no"],
-        "out_trade_no": order["out_trade_no"], "time_end": order["paid_at"],
+        "openid": order.get("openid") or "",
+        "is_subscribe": "N",
+        "trade_type": order["trade_type"],
+        "bank_type": "OTHERS",
+        "fee_type": "CNY",
+        "total_fee": order["amount_fen"],
+        "cash_fee": order["amount_fen"],
+        "transaction_id": order["trade_no"],
+        "out_trade_no": order["out_trade_no"],
+        "time_end": order["paid_at"],
     }
 
 
@@ -322,9 +372,16 @@ async def orderquery(request: Request, params: dict, account) -> dict:
     if order["status"] == "paid":
         state = "REFUND" if order["refunds"] else "SUCCESS"
         return {"trade_state": state, "trade_state_desc": "支付成功", **_trade_fields(order)}
-    state = {"closed": "CLOSED", "cancelled": "PAYERROR"}.get(order["status"], order.get("trade_state", "NOTPAY"))
-    return {"trade_state": state, "out_trade_no": order["out_trade_no"], "total_fee": order["amount_fen"],
-            "trade_type": order["trade_type"], "trade_state_desc": state}
+    state = {"closed": "CLOSED", "cancelled": "PAYERROR"}.get(
+        order["status"], order.get("trade_state", "NOTPAY")
+    )
+    return {
+        "trade_state": state,
+        "out_trade_no": order["out_trade_no"],
+        "total_fee": order["amount_fen"],
+        "trade_type": order["trade_type"],
+        "trade_state_desc": state,
+    }
 
 
 @api("/pay/closeorder")
@@ -361,28 +418,41 @@ async def refund(request: Request, params: dict, account) -> dict:
             return _refund_fields(order, previous)
         if sum(r["amount_fen"] for r in order["refunds"]) + amount > order["amount_fen"]:
             raise PayError("NOTENOUGH", "申请退款金额超过订单可退金额")
-        record = {"out_refund_no": params["out_refund_no"], "refund_id": "50" + digits(27), "amount_fen": amount,
-                  "status": "SUCCESS", "success_time": beijing_now().strftime("%Y-%m-%d %H:%M:%S"),
-                  "notify_url": params.get("notify_url") or order["notify_url"]}
+        record = {
+            "out_refund_no": params["out_refund_no"],
+            "refund_id": "50" + digits(27),
+            "amount_fen": amount,
+            "status": "SUCCESS",
+            "success_time": beijing_now().strftime("%Y-%m-%d %H:%M:%S"),
+            "notify_url": params.get("notify_url") or order["notify_url"],
+        }
         order["refunds"].append(record)
         await mock.save_order(request, order)
         await _index(request, "refund", record["out_refund_no"], order["out_trade_no"])
-    await mock.add_bill_line(request, account.merchant_id, {
-        "kind": "refund", "appid": order["appid"], "trade_no": order["trade_no"],
-        "out_trade_no": order["out_trade_no"], "openid": order.get("openid") or "",
-        "trade_type": order["trade_type"], "amount_fen": order["amount_fen"], "subject": order["subject"],
-        "refund_id": record["refund_id"], "out_refund_no": record["out_refund_no"], "refund_fen": amount,
-    })
+    line = _bill_line(
+        order,
+        "refund",
+        refund_id=record["refund_id"],
+        out_refund_no=record["out_refund_no"],
+        refund_fen=amount,
+    )
+    await mock.add_bill_line(request, account.merchant_id, line)
     if record["notify_url"]:
         await mock.notify(request, order["out_trade_no"], _refund_notification(order, record, account))
     return _refund_fields(order, record)
 
 
 def _refund_fields(order: dict, record: dict) -> dict:
-    return {"transaction_id": order["trade_no"], "out_trade_no": order["out_trade_no"],
-            "out_refund_no": record["out_refund_no"], "refund_id": record["refund_id"],
-            "refund_fee": record["amount_fen"], "total_fee": order["amount_fen"], "cash_fee": order["amount_fen"],
-            "cash_refund_fee": record["amount_fen"]}
+    return {
+        "transaction_id": order["trade_no"],
+        "out_trade_no": order["out_trade_no"],
+        "out_refund_no": record["out_refund_no"],
+        "refund_id": record["refund_id"],
+        "refund_fee": record["amount_fen"],
+        "total_fee": order["amount_fen"],
+        "cash_fee": order["amount_fen"],
+        "cash_refund_fee": record["amount_fen"],
+    }
 
 
 def encrypt_req_info(api_key: str, fields: dict) -> str:
@@ -396,16 +466,27 @@ def encrypt_req_info(api_key: str, fields: dict) -> str:
 def _refund_notification(order: dict, record: dict, account):
     def build(faults: dict) -> Notification:
         info = {
-            "transaction_id": order["trade_no"], "out_trade_no": order["out_trade_no"],
-            "refund_id": record["refund_id"], "out_refund_no": record["out_refund_no"],
-            "total_fee": order["amount_fen"], "refund_fee": record["amount_fen"] + faults.get("wrong_notify_amount", 0),
-            "settlement_refund_fee": record["amount_fen"], "refund_status": record["status"],
-            "success_time": record["success_time"], "refund_recv_accout": "支付用户零钱",
-            "refund_account": "REFUND_SOURCE_UNSETTLED_FUNDS", "refund_request_source": "API",
+            "transaction_id": order["trade_no"],
+            "out_trade_no": order["out_trade_no"],
+            "refund_id": record["refund_id"],
+            "out_refund_no": record["out_refund_no"],
+            "total_fee": order["amount_fen"],
+            "refund_fee": record["amount_fen"] + faults.get("wrong_notify_amount", 0),
+            "settlement_refund_fee": record["amount_fen"],
+            "refund_status": record["status"],
+            "success_time": record["success_time"],
+            "refund_recv_accout": "支付用户零钱",
+            "refund_account": "REFUND_SOURCE_UNSETTLED_FUNDS",
+            "refund_request_source": "API",
         }
         key = secrets.token_hex(16) if faults.get("bad_notify_signature") else account.secrets["api_key"]
-        fields = {"return_code": "SUCCESS", "appid": order["appid"], "mch_id": account.merchant_id,
-                  "nonce_str": secrets.token_hex(16), "req_info": encrypt_req_info(key, info)}
+        fields = {
+            "return_code": "SUCCESS",
+            "appid": order["appid"],
+            "mch_id": account.merchant_id,
+            "nonce_str": secrets.token_hex(16),
+            "req_info": encrypt_req_info(key, info),
+        }
         return Notification(record["notify_url"], dict_to_xml(fields).encode(), "text/xml; charset=utf-8")
 
     return build
@@ -415,7 +496,11 @@ def _refund_notification(order: dict, record: dict, account):
 async def refundquery(request: Request, params: dict, account) -> dict:
     out_refund_no = params.get("out_refund_no") or ""
     if out_refund_no:
-        order = await mock.order(request, params.get("out_trade_no") or "") if params.get("out_trade_no") else None
+        order = (
+            await mock.order(request, params.get("out_trade_no") or "")
+            if params.get("out_trade_no")
+            else None
+        )
         order = order or await _order_of_refund(request, out_refund_no)
         refunds = [r for r in (order or {}).get("refunds", []) if r["out_refund_no"] == out_refund_no]
     else:
@@ -423,13 +508,25 @@ async def refundquery(request: Request, params: dict, account) -> dict:
         refunds = order["refunds"]
     if not refunds:
         raise PayError("REFUNDNOTEXIST", "退款订单查询失败")
-    answer = {"transaction_id": order["trade_no"], "out_trade_no": order["out_trade_no"],
-              "total_fee": order["amount_fen"], "cash_fee": order["amount_fen"], "refund_count": len(refunds)}
+    answer = {
+        "transaction_id": order["trade_no"],
+        "out_trade_no": order["out_trade_no"],
+        "total_fee": order["amount_fen"],
+        "cash_fee": order["amount_fen"],
+        "refund_count": len(refunds),
+    }
     for n, record in enumerate(refunds):
-        answer.update({f"out_refund_no_{n}": record["out_refund_no"], f"refund_id_{n}": record["refund_id"],
-                       f"refund_fee_{n}": record["amount_fen"], f"refund_status_{n}": record["status"],
-                       f"refund_success_time_{n}": record["success_time"],
-                       f"refund_recv_accout_{n}": "支付用户零钱", f"refund_channel_{n}": "ORIGINAL"})
+        answer.update(
+            {
+                f"out_refund_no_{n}": record["out_refund_no"],
+                f"refund_id_{n}": record["refund_id"],
+                f"refund_fee_{n}": record["amount_fen"],
+                f"refund_status_{n}": record["status"],
+                f"refund_success_time_{n}": record["success_time"],
+                f"refund_recv_accout_{n}": "支付用户零钱",
+                f"refund_channel_{n}": "ORIGINAL",
+            }
+        )
     return answer
 
 
@@ -445,33 +542,50 @@ async def _order_of_refund(request: Request, out_refund_no: str) -> dict | None:
 async def contract_sign(request: Request, params: dict, account) -> dict:
     _require(params, "openid", "contract_code")
     record = await mock.new_agreement(request, account.merchant_id, params["openid"], "2020" + digits(16))
-    return {"contract_id": record["agreement_id"], "contract_code": params["contract_code"],
-            "openid": params["openid"], "contract_state": 0, "contract_signed_time": record["signed_at"]}
+    return {
+        "contract_id": record["agreement_id"],
+        "contract_code": params["contract_code"],
+        "openid": params["openid"],
+        "contract_state": 0,
+        "contract_signed_time": record["signed_at"],
+    }
+
+
+async def _contract(request: Request, params: dict, account) -> dict:
+    record = await mock.agreement(request, params.get("contract_id") or "")
+    if record is None or record["merchant"] != account.merchant_id:
+        raise PayError("CONTRACT_NOT_EXIST", "签约协议不存在")
+    return record
 
 
 @api("/papay/querycontract")
 async def contract_query(request: Request, params: dict, account) -> dict:
-    record = await mock.agreement(request, params.get("contract_id") or "")
-    if record is None or record["merchant"] != account.merchant_id:
-        raise PayError("CONTRACT_NOT_EXIST", "签约协议不存在")
-    return {"contract_id": record["agreement_id"], "openid": record["payer_id"], "contract_state": 0,
-            "contract_signed_time": record["signed_at"]}
+    record = await _contract(request, params, account)
+    return {
+        "contract_id": record["agreement_id"],
+        "openid": record["payer_id"],
+        "contract_state": 0,
+        "contract_signed_time": record["signed_at"],
+    }
 
 
 @api("/pay/authcode/issue")
 async def authcode_issue(request: Request, params: dict, account) -> dict:
-    record = await mock.agreement(request, params.get("contract_id") or "")
-    if record is None or record["merchant"] != account.merchant_id:
-        raise PayError("CONTRACT_NOT_EXIST", "签约协议不存在")
-    return {"contract_id": record["agreement_id"], "auth_code": await mock.issue_code(request, record),
-            "expires_in": 120}
+    record = await _contract(request, params, account)
+    return {
+        "contract_id": record["agreement_id"],
+        "auth_code": await mock.issue_code(request, record),
+        "expires_in": 120,
+    }
 
 
 # --- bills ---------------------------------------------------------------------------------
 
-BILL_HEADER = ("交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,"
-               "货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,"
-               "商户数据包,手续费,费率,订单金额,申请退款金额,费率备注")
+BILL_HEADER = (
+    "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,"
+    "货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,"
+    "商户数据包,手续费,费率,订单金额,申请退款金额,费率备注"
+)
 BILL_SUMMARY = "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额"
 
 
@@ -492,11 +606,33 @@ async def downloadbill(request: Request, params: dict, account):
         settle = line["amount_fen"] if line["kind"] == "payment" else 0
         paid, refunded, fees = paid + settle, refunded + refund_fen, fees + fee
         cells = [
-            line["at"], line["appid"], account.merchant_id, "0", "", line["trade_no"], line["out_trade_no"],
-            line["openid"], line["trade_type"], "SUCCESS" if line["kind"] == "payment" else "REFUND", "OTHERS",
-            "CNY", yuan(settle), "0.00", line.get("refund_id", "0"), line.get("out_refund_no", "0"),
-            yuan(refund_fen), "0.00", "ORIGINAL" if refund_fen else "", "SUCCESS" if refund_fen else "",
-            line["subject"].replace(",", " "), "", yuan(fee), "0.60%", yuan(line["amount_fen"]), yuan(refund_fen), "",
+            line["at"],
+            line["appid"],
+            account.merchant_id,
+            "0",
+            "",
+            line["trade_no"],
+            line["out_trade_no"],
+            line["openid"],
+            line["trade_type"],
+            "SUCCESS" if line["kind"] == "payment" else "REFUND",
+            "OTHERS",
+            "CNY",
+            yuan(settle),
+            "0.00",
+            line.get("refund_id", "0"),
+            line.get("out_refund_no", "0"),
+            yuan(refund_fen),
+            "0.00",
+            "ORIGINAL" if refund_fen else "",
+            "SUCCESS" if refund_fen else "",
+            line["subject"].replace(",", " "),
+            "",
+            yuan(fee),
+            "0.60%",
+            yuan(line["amount_fen"]),
+            yuan(refund_fen),
+            "",
         ]
         rows.append(",".join("`" + cell for cell in cells))
     summary = [str(len(lines)), yuan(paid), yuan(refunded), "0.00", yuan(fees), yuan(paid), yuan(refunded)]

@@ -20,6 +20,7 @@ from cardcore.access import AuthClient, client_for_auth
 from cardcore.audit import Actor
 from cardcore.models import ClientKind
 from openplatform.observability import REFUSALS, request_id_of
+from openplatform.validation import keep_openapi
 
 log = logging.getLogger("ehc.auth")
 
@@ -169,6 +170,6 @@ def signed(*kinds: ClientKind, function: str | None = None):
             await authenticate(request, kinds, function)
             return await handler(request, *args, **kwargs)
 
-        return openapi.secured("ehc_signature")(wrapper)
+        return openapi.secured("ehc_signature")(keep_openapi(wrapper, handler))
 
     return decorator

@@ -18,6 +18,7 @@ from sanic_ext import openapi
 from cardcore import errors
 from cardcore.crypto import constant_time_equal
 from cardcore.models import ResidentAccount
+from openplatform.validation import keep_openapi
 
 SESSION_TTL_S = 7200
 COOKIE_NAME = "ehc_session"
@@ -110,4 +111,4 @@ def resident_required(handler):
         request.ctx.account = account
         return await handler(request, *args, **kwargs)
 
-    return openapi.secured("resident_session")(wrapper)
+    return openapi.secured("resident_session")(keep_openapi(wrapper, handler))

@@ -10,6 +10,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sanic import Request
 from sanic_ext import openapi
+from sanic_ext.extensions.openapi.builders import OperationStore
 
 from cardcore.errors import BadRequest, ValidationFailed
 from openplatform.errors import validation_details
@@ -95,6 +96,15 @@ def openapi_schema(model: type[BaseModel]) -> dict:
     return inline(schema)
 
 
+def keep_openapi(wrapper, handler):
+    """Give a decorator's wrapper the OpenAPI description gathered on the handler it wraps:
+    sanic-ext keeps descriptions per function object, so a second decorator would drop them."""
+    store = OperationStore()
+    if handler in store:
+        store[wrapper] = store[handler]
+    return wrapper
+
+
 def json_body(model: type[BaseModel]):
     """Parse and validate the JSON body into ``body=``, and document it in OpenAPI."""
 
@@ -103,6 +113,6 @@ def json_body(model: type[BaseModel]):
         async def wrapper(request: Request, *args, **kwargs):
             return await handler(request, *args, body=parse_json(request, model), **kwargs)
 
-        return openapi.body({"application/json": openapi_schema(model)}, required=True)(wrapper)
+        return openapi.body({"application/json": openapi_schema(model)}, required=True)(keep_openapi(wrapper, handler))
 
     return decorator

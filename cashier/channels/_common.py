@@ -63,7 +63,9 @@ def parse_beijing(text: str, pattern: str) -> datetime | None:
 
 
 def refused(channel: str, code: str, message: str) -> ChannelRefused:
-    return ChannelRefused(f"{channel}: {message}" if message else None, details={"channel": channel, "code": code})
+    return ChannelRefused(
+        f"{channel}: {message}" if message else None, details={"channel": channel, "code": code}
+    )
 
 
 def unreachable(channel: str, reason: str) -> ChannelUnreachable:
@@ -96,7 +98,9 @@ def field(answer, name: str, channel: str) -> str:
     return value
 
 
-async def http_post(channel: str, http: httpx.AsyncClient | None, url: str, timeout: float, **kwargs) -> httpx.Response:
+async def http_post(
+    channel: str, http: httpx.AsyncClient | None, url: str, timeout: float, **kwargs
+) -> httpx.Response:
     """POST with the given client (or a short-lived one); network failures and 5xx are unreachable."""
     try:
         if http is not None:

@@ -86,6 +86,7 @@ class AlipayChannel(Channel):
         return f"AlipayChannel(app_id={self.config.app_id!r}, gateway={self.config.gateway!r})"
 
     def _client(self) -> AliPay:
+        """The SDK object, built on first use (it parses the keys): call it off the event loop."""
         with self._lock:
             if self._sdk is None:
                 sdk = AliPay(
@@ -107,9 +108,15 @@ class AlipayChannel(Channel):
             raise unreachable(CHANNEL, "answer signature does not verify") from None
         except AliPayException as exc:  # an unsigned error answer: the gateway refused the call
             error = error_of(exc)
-            raise refused(CHANNEL, str(error.get("sub_code") or error.get("code") or "unknown"),
-                          str(error.get("sub_msg") or error.get("msg") or "")) from None
-        except (OSError, http.client.HTTPException) as exc:  # URLError, HTTPError, timeouts, dropped connections
+            raise refused(
+                CHANNEL,
+                str(error.get("sub_code") or error.get("code") or "unknown"),
+                str(error.get("sub_msg") or error.get("msg") or ""),
+            ) from None
+        except (
+            OSError,
+            http.client.HTTPException,
+        ) as exc:  # URLError, HTTPError, timeouts, dropped connections
             raise unreachable(CHANNEL, exc.__class__.__name__) from None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise unreachable(CHANNEL, f"unreadable answer: {exc.__class__.__name__}") from None
@@ -125,34 +132,53 @@ class AlipayChannel(Channel):
     # --- payments -----------------------------------------------------------------------
 
     async def create_payment(self, request: PaymentRequest) -> PayAction:
-        sdk = self._client()
+        if request.method not in self.methods:
+            raise ValueError(f"Alipay does not serve {request.method}")
         common = dict(
-            subject=request.subject[:256], out_trade_no=request.order_no, total_amount=fen_to_yuan(request.amount_fen),
-            notify_url=request.notify_url, time_expire=beijing(request.expires_at).strftime(TIME),
+            subject=request.subject[:256],
+            out_trade_no=request.order_no,
+            total_amount=fen_to_yuan(request.amount_fen),
+            notify_url=request.notify_url,
+            time_expire=beijing(request.expires_at).strftime(TIME),
         )
-        if request.method == "alipay_wap":
-            query = sdk.api_alipay_trade_wap_pay(return_url=request.return_url or None, quit_url=request.return_url,
-                                                 **common)
-            return PayAction("redirect", {"url": f"{self.config.gateway}?{query}"})
+
+        def signed() -> str:  # signing only, no call: RSA off the event loop all the same
+            if request.method == "alipay_app":
+                return self._client().api_alipay_trade_app_pay(**common)
+            return self._client().api_alipay_trade_wap_pay(
+                return_url=request.return_url or None, quit_url=request.return_url, **common
+            )
+
+        order_string = await run_sync(signed)
         if request.method == "alipay_app":
-            return PayAction("app", {"order_string": sdk.api_alipay_trade_app_pay(**common)})
-        raise ValueError(f"Alipay does not serve {request.method}")
+            return PayAction("app", {"order_string": order_string})
+        return PayAction("redirect", {"url": f"{self.config.gateway}?{order_string}"})
 
     async def micropay(self, request: PaymentRequest, auth_code: str) -> PaymentState:
-        sdk = self._client()
-        answer = await self._call(lambda: sdk.api_alipay_trade_pay(
-            request.order_no, "bar_code", auth_code, request.subject[:256], notify_url=request.notify_url or None,
-            total_amount=fen_to_yuan(request.amount_fen),
-        ))
+        sdk = await run_sync(self._client)
+        answer = await self._call(
+            lambda: sdk.api_alipay_trade_pay(
+                request.order_no,
+                "bar_code",
+                auth_code,
+                request.subject[:256],
+                notify_url=request.notify_url or None,
+                total_amount=fen_to_yuan(request.amount_fen),
+            )
+        )
         if answer["code"] == PAYING:  # waiting for the payer's password: query until it is done
             return PaymentState("paying", request.order_no)
-        return self._state(request.order_no, {**answer, "trade_status": "TRADE_SUCCESS",
-                                              "send_pay_date": answer.get("gmt_payment", "")})
+        return self._state(
+            request.order_no,
+            {**answer, "trade_status": "TRADE_SUCCESS", "send_pay_date": answer.get("gmt_payment", "")},
+        )
 
     async def query(self, order_no: str) -> PaymentState:
-        sdk = self._client()
-        answer = await self._call(lambda: sdk.api_alipay_trade_query(out_trade_no=order_no),
-                                  accept=frozenset({"ACQ.TRADE_NOT_EXIST"}))
+        sdk = await run_sync(self._client)
+        answer = await self._call(
+            lambda: sdk.api_alipay_trade_query(out_trade_no=order_no),
+            accept=frozenset({"ACQ.TRADE_NOT_EXIST"}),
+        )
         if answer.get("sub_code") == "ACQ.TRADE_NOT_EXIST":
             return PaymentState("not_found", order_no)
         return self._state(order_no, answer)
@@ -168,38 +194,59 @@ class AlipayChannel(Channel):
             raise unreachable(CHANNEL, "unreadable total_amount") from None
         paid = status == "paid"
         return PaymentState(
-            status, order_no, amount_fen=amount, channel_trade_no=str(answer.get("trade_no") or ""),
+            status,
+            order_no,
+            amount_fen=amount,
+            channel_trade_no=str(answer.get("trade_no") or ""),
             paid_at=parse_beijing(str(answer.get("send_pay_date") or answer.get("gmt_payment") or ""), TIME)
-            if paid else None,
+            if paid
+            else None,
             self_pay_fen=amount if paid else None,
         )
 
     async def close(self, order_no: str) -> None:
-        sdk = self._client()
-        await self._call(lambda: sdk.api_alipay_trade_close(out_trade_no=order_no),
-                         accept=frozenset({"ACQ.TRADE_NOT_EXIST"}))
+        sdk = await run_sync(self._client)
+        await self._call(
+            lambda: sdk.api_alipay_trade_close(out_trade_no=order_no),
+            accept=frozenset({"ACQ.TRADE_NOT_EXIST"}),
+        )
 
     # --- refunds ------------------------------------------------------------------------
 
     async def refund(self, order_no, refund_no, total_fen, refund_fen, reason, notify_url=""):
-        sdk = self._client()
-        answer = await self._call(lambda: sdk.api_alipay_trade_refund(
-            fen_to_yuan(refund_fen), out_trade_no=order_no, out_request_no=refund_no, refund_reason=reason[:256],
-        ))
-        return RefundState("succeeded", refund_no, amount_fen=refund_fen,
-                           finished_at=parse_beijing(str(answer.get("gmt_refund_pay") or ""), TIME))
+        sdk = await run_sync(self._client)
+        answer = await self._call(
+            lambda: sdk.api_alipay_trade_refund(
+                fen_to_yuan(refund_fen),
+                out_trade_no=order_no,
+                out_request_no=refund_no,
+                refund_reason=reason[:256],
+            )
+        )
+        return RefundState(
+            "succeeded",
+            refund_no,
+            amount_fen=refund_fen,
+            finished_at=parse_beijing(str(answer.get("gmt_refund_pay") or ""), TIME),
+        )
 
     async def query_refund(self, order_no: str, refund_no: str) -> RefundState:
-        sdk = self._client()
+        sdk = await run_sync(self._client)
         answer = await self._call(
             lambda: sdk.api_alipay_trade_fastpay_refund_query(refund_no, out_trade_no=order_no),
             accept=frozenset({"ACQ.TRADE_NOT_EXIST"}),
         )
         if not answer.get("refund_amount"):  # Alipay's answer for a refund it does not know
             return RefundState("not_found", refund_no)
-        status = "succeeded" if answer.get("refund_status", "REFUND_SUCCESS") == "REFUND_SUCCESS" else "processing"
-        return RefundState(status, refund_no, amount_fen=yuan_to_fen(answer["refund_amount"]),
-                           finished_at=parse_beijing(str(answer.get("gmt_refund_pay") or ""), TIME))
+        status = (
+            "succeeded" if answer.get("refund_status", "REFUND_SUCCESS") == "REFUND_SUCCESS" else "processing"
+        )
+        return RefundState(
+            status,
+            refund_no,
+            amount_fen=yuan_to_fen(answer["refund_amount"]),
+            finished_at=parse_beijing(str(answer.get("gmt_refund_pay") or ""), TIME),
+        )
 
     # --- callbacks ----------------------------------------------------------------------
 
@@ -214,7 +261,7 @@ class AlipayChannel(Channel):
         if not signature or fields.get("sign_type", "RSA2") != "RSA2":
             raise BadCallback("unsigned notification")
         try:
-            verified = await run_sync(self._client().verify, dict(fields), signature)
+            verified = await run_sync(lambda: self._client().verify(dict(fields), signature))
         except (AliPayException, ValueError, TypeError):
             verified = False
         if not verified:
@@ -227,10 +274,13 @@ class AlipayChannel(Channel):
         order_no = fields.get("out_trade_no", "")
         try:
             if fields.get("out_biz_no") and fields.get("refund_fee"):
-                return CallbackEvent(refund=RefundState(
-                    "succeeded", fields["out_biz_no"],
-                    finished_at=parse_beijing(fields.get("gmt_refund", "")[:19], TIME),
-                ))
+                return CallbackEvent(
+                    refund=RefundState(
+                        "succeeded",
+                        fields["out_biz_no"],
+                        finished_at=parse_beijing(fields.get("gmt_refund", "")[:19], TIME),
+                    )
+                )
             return CallbackEvent(payment=self._state(order_no, fields))
         except ValueError:
             raise BadCallback("notification fields unreadable") from None
@@ -242,16 +292,22 @@ class AlipayChannel(Channel):
     # --- agreements and payment codes ------------------------------------------------------
 
     async def sign_agreement(self, payer_id: str) -> str:
-        sdk = self._client()
-        biz = {"personal_product_code": "GENERAL_WITHHOLDING_P", "sign_scene": "INDUSTRY|MEDICAL",
-               "external_logon_id": payer_id, "external_agreement_no": secrets.token_hex(16)}
+        sdk = await run_sync(self._client)
+        biz = {
+            "personal_product_code": "GENERAL_WITHHOLDING_P",
+            "sign_scene": "INDUSTRY|MEDICAL",
+            "external_logon_id": payer_id,
+            "external_agreement_no": secrets.token_hex(16),
+        }
         answer = await self._call(lambda: sdk.server_api("alipay.user.agreement.sign", biz_content=biz))
         return field(answer, "agreement_no", CHANNEL)
 
     async def payment_token(self, agreement_id: str) -> str:
-        sdk = self._client()
+        sdk = await run_sync(self._client)
         answer = await self._call(
-            lambda: sdk.server_api("alipay.user.agreement.paycode.create", biz_content={"agreement_no": agreement_id})
+            lambda: sdk.server_api(
+                "alipay.user.agreement.paycode.create", biz_content={"agreement_no": agreement_id}
+            )
         )
         return field(answer, "pay_code", CHANNEL)
 
@@ -259,10 +315,12 @@ class AlipayChannel(Channel):
 
     async def download_bill(self, day: str) -> str:
         """The 业务明细 CSV of the day's trade bill (fetched as a zip of GBK files), decoded."""
-        sdk = self._client()
+        sdk = await run_sync(self._client)
         answer = await self._call(
-            lambda: sdk.server_api("alipay.data.dataservice.bill.downloadurl.query",
-                                   biz_content={"bill_type": "trade", "bill_date": day}),
+            lambda: sdk.server_api(
+                "alipay.data.dataservice.bill.downloadurl.query",
+                biz_content={"bill_type": "trade", "bill_date": day},
+            ),
             accept=frozenset({"isp.bill_not_exist"}),
         )
         if answer.get("sub_code") == "isp.bill_not_exist":
@@ -291,11 +349,30 @@ class AlipayChannel(Channel):
             at = parse_beijing(cells[5], TIME)
             received, fee = yuan_to_fen(cells[12]), -yuan_to_fen(cells[22] or "0")
             if cells[2] == "退款":
-                records.append(BillRecord("refund", cells[1], -received, channel_trade_no=cells[0],
-                                          refund_no=cells[21], fee_fen=fee, status=cells[2], at=at))
+                records.append(
+                    BillRecord(
+                        "refund",
+                        cells[1],
+                        -received,
+                        channel_trade_no=cells[0],
+                        refund_no=cells[21],
+                        fee_fen=fee,
+                        status=cells[2],
+                        at=at,
+                    )
+                )
             else:
-                records.append(BillRecord("payment", cells[1], received, channel_trade_no=cells[0], fee_fen=fee,
-                                          status=cells[2], at=at))
+                records.append(
+                    BillRecord(
+                        "payment",
+                        cells[1],
+                        received,
+                        channel_trade_no=cells[0],
+                        fee_fen=fee,
+                        status=cells[2],
+                        at=at,
+                    )
+                )
         return records
 
 

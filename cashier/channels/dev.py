@@ -41,14 +41,17 @@ INSURANCE_APP_ID = "ybdev000000000000001"
 _lock = threading.Lock()
 
 
-def mock_gateway_base(settings) -> str:
-    return f"{settings.base_url.rstrip('/')}/_mock"
-
-
 def mock_merchant_configs(settings) -> dict[str, MerchantConfig]:
     """channel code -> the development merchant account at the mock gateway of this server."""
-    return dict(_configs(settings.base_url.rstrip("/"), str(settings.var_dir), settings.wechat_app_id,
-                         settings.wechat_mini_app_id, settings.alipay_app_id))
+    return dict(
+        _configs(
+            settings.base_url.rstrip("/"),
+            str(settings.var_dir),
+            settings.wechat_app_id,
+            settings.wechat_mini_app_id,
+            settings.alipay_app_id,
+        )
+    )
 
 
 @lru_cache(maxsize=16)
@@ -56,58 +59,77 @@ def _configs(base_url: str, var_dir: str, wechat_app_id: str, wechat_mini_app_id
     var = Path(var_dir)
     with _lock:
         keys = _secrets(var)
-        wechat_key, wechat_cert = _key_and_certificate(var, "dev-wechat-apiclient", f"{WECHAT_MCH_ID} 商户API证书")
-        union_key, union_cert = _key_and_certificate(var, "dev-unionpay-merchant", f"{UNIONPAY_MER_ID} 签名证书")
+        wechat_key, wechat_cert = _key_and_certificate(
+            var, "dev-wechat-apiclient", f"{WECHAT_MCH_ID} 商户API证书"
+        )
+        union_key, union_cert = _key_and_certificate(
+            var, "dev-unionpay-merchant", f"{UNIONPAY_MER_ID} 签名证书"
+        )
         _, gateway_cert = _key_and_certificate(var, "dev-unionpay-gateway", "China UnionPay 验签证书 (mock)")
         alipay = ensure_dev_keys(var)
     return (
-        ("wechat", MerchantConfig(
-            channel="wechat",
-            app_id=wechat_app_id,
-            merchant_id=WECHAT_MCH_ID,
-            gateway=f"{base_url}/_mock/wechat/",
-            secrets={
-                "api_key": keys["wechat_api_key"],
-                "sign_type": "HMAC-SHA256",
-                "mini_app_id": wechat_mini_app_id,
-                "mch_cert": wechat_cert,
-                "mch_key": wechat_key,
-            },
-        )),
-        ("alipay", MerchantConfig(
-            channel="alipay",
-            app_id=alipay_app_id,
-            merchant_id=ALIPAY_SELLER_ID,
-            gateway=f"{base_url}/_mock/alipay/gateway.do",
-            secrets={
-                "app_private_key": alipay.app_private.read_text(),
-                "alipay_public_key": alipay.gateway_public.read_text(),
-            },
-        )),
-        ("unionpay", MerchantConfig(
-            channel="unionpay",
-            app_id="",
-            merchant_id=UNIONPAY_MER_ID,
-            gateway=f"{base_url}/_mock/unionpay",
-            secrets={"sign_key": union_key, "sign_cert": union_cert, "verify_cert": gateway_cert},
-        )),
-        ("insurance", MerchantConfig(
-            channel="insurance",
-            app_id=INSURANCE_APP_ID,
-            merchant_id=INSURANCE_ORG_CODE,
-            gateway=f"{base_url}/_mock/insurance",
-            secrets={"hmac_key": keys["insurance_hmac_key"]},
-        )),
+        (
+            "wechat",
+            MerchantConfig(
+                channel="wechat",
+                app_id=wechat_app_id,
+                merchant_id=WECHAT_MCH_ID,
+                gateway=f"{base_url}/_mock/wechat/",
+                secrets={
+                    "api_key": keys["wechat_api_key"],
+                    "sign_type": "HMAC-SHA256",
+                    "mini_app_id": wechat_mini_app_id,
+                    "mch_cert": wechat_cert,
+                    "mch_key": wechat_key,
+                },
+            ),
+        ),
+        (
+            "alipay",
+            MerchantConfig(
+                channel="alipay",
+                app_id=alipay_app_id,
+                merchant_id=ALIPAY_SELLER_ID,
+                gateway=f"{base_url}/_mock/alipay/gateway.do",
+                secrets={
+                    "app_private_key": alipay.app_private.read_text(),
+                    "alipay_public_key": alipay.gateway_public.read_text(),
+                },
+            ),
+        ),
+        (
+            "unionpay",
+            MerchantConfig(
+                channel="unionpay",
+                app_id="",
+                merchant_id=UNIONPAY_MER_ID,
+                gateway=f"{base_url}/_mock/unionpay",
+                secrets={"sign_key": union_key, "sign_cert": union_cert, "verify_cert": gateway_cert},
+            ),
+        ),
+        (
+            "insurance",
+            MerchantConfig(
+                channel="insurance",
+                app_id=INSURANCE_APP_ID,
+                merchant_id=INSURANCE_ORG_CODE,
+                gateway=f"{base_url}/_mock/insurance",
+                secrets={"hmac_key": keys["insurance_hmac_key"]},
+            ),
+        ),
     )
 
 
 def unionpay_gateway_signing_key(settings) -> tuple[str, str]:
     """(private key PEM, certificate PEM) the mock UnionPay signs its answers and notifications with."""
     with _lock:
-        return _key_and_certificate(Path(settings.var_dir), "dev-unionpay-gateway", "China UnionPay 验签证书 (mock)")
+        return _key_and_certificate(
+            Path(settings.var_dir), "dev-unionpay-gateway", "China UnionPay 验签证书 (mock)"
+        )
 
 
 # --- files created once ---------------------------------------------------------------
+
 
 def _secrets(var: Path) -> dict[str, str]:
     def make() -> bytes:
@@ -130,8 +152,12 @@ def _key_and_certificate(var: Path, stem: str, common_name: str) -> tuple[str, s
 
     def make_certificate() -> bytes:
         key = serialization.load_pem_private_key(key_pem, password=None)
-        name = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
-                          x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
+                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            ]
+        )
         now = datetime.now(timezone.utc)
         certificate = (
             x509.CertificateBuilder()

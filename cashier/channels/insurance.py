@@ -77,7 +77,9 @@ class InsuranceChannel(Channel):
     code = CHANNEL
     methods = ("insurance",)
 
-    def __init__(self, config: MerchantConfig, *, timeout: float = 10, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, config: MerchantConfig, *, timeout: float = 10, http: httpx.AsyncClient | None = None
+    ) -> None:
         super().__init__(config)
         self._key = bytes.fromhex(config.secrets["hmac_key"])
         self.timeout = timeout
@@ -88,12 +90,28 @@ class InsuranceChannel(Channel):
         return f"InsuranceChannel(org_code={self.config.merchant_id!r}, gateway={self.gateway!r})"
 
     async def _call(self, name: str, data: dict, *, accept: frozenset[str] = frozenset()) -> dict:
-        body = json.dumps({"app_id": self.config.app_id, "org_code": self.config.merchant_id,
-                           "timestamp": int(time.time() * 1000), "nonce": secrets.token_hex(16), "data": data},
-                          ensure_ascii=False, separators=(",", ":")).encode()
-        reply = await http_post(CHANNEL, self._http, f"{self.gateway}/api/v1/{name}", self.timeout, content=body,
-                                headers={"Content-Type": "application/json; charset=utf-8",
-                                         SIGNATURE_HEADER: body_signature(self._key, body)})
+        body = json.dumps(
+            {
+                "app_id": self.config.app_id,
+                "org_code": self.config.merchant_id,
+                "timestamp": int(time.time() * 1000),
+                "nonce": secrets.token_hex(16),
+                "data": data,
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode()
+        reply = await http_post(
+            CHANNEL,
+            self._http,
+            f"{self.gateway}/api/v1/{name}",
+            self.timeout,
+            content=body,
+            headers={
+                "Content-Type": "application/json; charset=utf-8",
+                SIGNATURE_HEADER: body_signature(self._key, body),
+            },
+        )
         try:
             answer = reply.json()
         except ValueError:
@@ -115,10 +133,16 @@ class InsuranceChannel(Channel):
     # --- payments -----------------------------------------------------------------------
 
     def _order(self, request: PaymentRequest) -> dict:
-        return {"out_trade_no": request.order_no, "amount_fen": request.amount_fen, "subject": request.subject,
-                "notify_url": request.notify_url, "return_url": request.return_url,
-                "expires_at": request.expires_at.isoformat(), "client_ip": request.client_ip,
-                "insured_id": request.payer_id}
+        return {
+            "out_trade_no": request.order_no,
+            "amount_fen": request.amount_fen,
+            "subject": request.subject,
+            "notify_url": request.notify_url,
+            "return_url": request.return_url,
+            "expires_at": request.expires_at.isoformat(),
+            "client_ip": request.client_ip,
+            "insured_id": request.payer_id,
+        }
 
     async def create_payment(self, request: PaymentRequest) -> PayAction:
         if request.method != "insurance":
@@ -131,7 +155,9 @@ class InsuranceChannel(Channel):
         return self._state(request.order_no, answer)
 
     async def query(self, order_no: str) -> PaymentState:
-        answer = await self._call("orders/query", {"out_trade_no": order_no}, accept=frozenset({"ORDER_NOT_FOUND"}))
+        answer = await self._call(
+            "orders/query", {"out_trade_no": order_no}, accept=frozenset({"ORDER_NOT_FOUND"})
+        )
         if answer["code"] == "ORDER_NOT_FOUND":
             return PaymentState("not_found", order_no)
         return self._state(order_no, answer)
@@ -146,8 +172,15 @@ class InsuranceChannel(Channel):
         amount, fund, own = data.get("amount_fen"), data.get("insurance_fen"), data.get("self_pay_fen")
         if not all(isinstance(x, int) and x >= 0 for x in (amount, fund, own)) or fund + own != amount:
             raise ValueError("insurance split does not add up")
-        return PaymentState("paid", order_no, amount_fen=amount, channel_trade_no=str(data.get("trade_no", "")),
-                            paid_at=_time(data.get("paid_at")), insurance_fen=fund, self_pay_fen=own)
+        return PaymentState(
+            "paid",
+            order_no,
+            amount_fen=amount,
+            channel_trade_no=str(data.get("trade_no", "")),
+            paid_at=_time(data.get("paid_at")),
+            insurance_fen=fund,
+            self_pay_fen=own,
+        )
 
     async def close(self, order_no: str) -> None:
         await self._call("orders/close", {"out_trade_no": order_no}, accept=frozenset({"ORDER_NOT_FOUND"}))
@@ -155,14 +188,25 @@ class InsuranceChannel(Channel):
     # --- refunds ------------------------------------------------------------------------
 
     async def refund(self, order_no, refund_no, total_fen, refund_fen, reason, notify_url=""):
-        answer = await self._call("refunds", {"out_trade_no": order_no, "out_refund_no": refund_no,
-                                              "total_fen": total_fen, "refund_fen": refund_fen, "reason": reason,
-                                              "notify_url": notify_url})
+        answer = await self._call(
+            "refunds",
+            {
+                "out_trade_no": order_no,
+                "out_refund_no": refund_no,
+                "total_fen": total_fen,
+                "refund_fen": refund_fen,
+                "reason": reason,
+                "notify_url": notify_url,
+            },
+        )
         return self._refund_state(refund_no, answer)
 
     async def query_refund(self, order_no: str, refund_no: str) -> RefundState:
-        answer = await self._call("refunds/query", {"out_trade_no": order_no, "out_refund_no": refund_no},
-                                  accept=frozenset({"REFUND_NOT_FOUND", "ORDER_NOT_FOUND"}))
+        answer = await self._call(
+            "refunds/query",
+            {"out_trade_no": order_no, "out_refund_no": refund_no},
+            accept=frozenset({"REFUND_NOT_FOUND", "ORDER_NOT_FOUND"}),
+        )
         if answer["code"] != "0":
             return RefundState("not_found", refund_no)
         return self._refund_state(refund_no, answer)
@@ -171,8 +215,13 @@ class InsuranceChannel(Channel):
     def _refund_state(refund_no: str, data: dict) -> RefundState:
         status = REFUND_STATES.get(str(data.get("status", "")), "processing")
         amount = data.get("refund_fen")
-        return RefundState(status, refund_no, amount_fen=amount if isinstance(amount, int) else None,
-                           channel_refund_no=str(data.get("refund_id", "")), finished_at=_time(data.get("finished_at")))
+        return RefundState(
+            status,
+            refund_no,
+            amount_fen=amount if isinstance(amount, int) else None,
+            channel_refund_no=str(data.get("refund_id", "")),
+            finished_at=_time(data.get("finished_at")),
+        )
 
     # --- callbacks ----------------------------------------------------------------------
 
@@ -184,7 +233,9 @@ class InsuranceChannel(Channel):
             return CallbackHint()
         if not isinstance(data, dict):
             return CallbackHint()
-        return CallbackHint(order_no=str(data.get("out_trade_no", "")), merchant_id=str(data.get("org_code", "")))
+        return CallbackHint(
+            order_no=str(data.get("out_trade_no", "")), merchant_id=str(data.get("org_code", ""))
+        )
 
     async def parse_callback(self, headers: dict[str, str], body: bytes) -> CallbackEvent:
         if not constant_time_equal(_header(headers, SIGNATURE_HEADER), body_signature(self._key, body)):
@@ -196,7 +247,9 @@ class InsuranceChannel(Channel):
             if data.get("event") == "PAY_SUCCESS":
                 return CallbackEvent(payment=self._state(data["out_trade_no"], {**data, "status": "PAID"}))
             if data.get("event") == "REFUND_SUCCESS":
-                return CallbackEvent(refund=self._refund_state(data["out_refund_no"], {**data, "status": "SUCCESS"}))
+                return CallbackEvent(
+                    refund=self._refund_state(data["out_refund_no"], {**data, "status": "SUCCESS"})
+                )
         except (ValueError, KeyError, TypeError, AttributeError):
             raise BadCallback("notification unreadable") from None
         raise BadCallback("unknown notification event")
@@ -226,10 +279,31 @@ class InsuranceChannel(Channel):
                 continue
             at, kind, order_no, trade_no, refund_no, refund_id, amount, fund, _own, fee, status = row[:11]
             if kind == "退款":
-                records.append(BillRecord("refund", order_no, int(amount), channel_trade_no=trade_no,
-                                          refund_no=refund_no, channel_refund_no=refund_id, fee_fen=int(fee),
-                                          status=status, at=_time(at), insurance_fen=int(fund)))
+                records.append(
+                    BillRecord(
+                        "refund",
+                        order_no,
+                        int(amount),
+                        channel_trade_no=trade_no,
+                        refund_no=refund_no,
+                        channel_refund_no=refund_id,
+                        fee_fen=int(fee),
+                        status=status,
+                        at=_time(at),
+                        insurance_fen=int(fund),
+                    )
+                )
             else:
-                records.append(BillRecord("payment", order_no, int(amount), channel_trade_no=trade_no,
-                                          fee_fen=int(fee), status=status, at=_time(at), insurance_fen=int(fund)))
+                records.append(
+                    BillRecord(
+                        "payment",
+                        order_no,
+                        int(amount),
+                        channel_trade_no=trade_no,
+                        fee_fen=int(fee),
+                        status=status,
+                        at=_time(at),
+                        insurance_fen=int(fund),
+                    )
+                )
         return records

@@ -80,8 +80,12 @@ def sign(private_key, fields: dict[str, str]) -> str:
 def signature_ok(public_key, fields: dict[str, str]) -> bool:
     try:
         digest = hashlib.sha256(signing_text(fields).encode()).hexdigest().encode()
-        public_key.verify(base64.b64decode(fields.get("signature", ""), validate=True), digest,
-                          padding.PKCS1v15(), hashes.SHA256())
+        public_key.verify(
+            base64.b64decode(fields.get("signature", ""), validate=True),
+            digest,
+            padding.PKCS1v15(),
+            hashes.SHA256(),
+        )
         return True
     except (InvalidSignature, ValueError):
         return False
@@ -101,7 +105,9 @@ class UnionPayChannel(Channel):
     code = CHANNEL
     methods = ("unionpay",)
 
-    def __init__(self, config: MerchantConfig, *, timeout: float = 10, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, config: MerchantConfig, *, timeout: float = 10, http: httpx.AsyncClient | None = None
+    ) -> None:
         super().__init__(config)
         secrets = config.secrets
         self._key = serialization.load_pem_private_key(secrets["sign_key"].encode(), password=None)
@@ -117,9 +123,15 @@ class UnionPayChannel(Channel):
 
     def _signed(self, fields: dict[str, str]) -> dict[str, str]:
         fields = {
-            "version": VERSION, "encoding": "UTF-8", "signMethod": "01", "certId": self._cert_id,
-            "accessType": "0", "merId": self.config.merchant_id, "currencyCode": "156",
-            "txnTime": datetime.now(BEIJING).strftime(TIME), **fields,
+            "version": VERSION,
+            "encoding": "UTF-8",
+            "signMethod": "01",
+            "certId": self._cert_id,
+            "accessType": "0",
+            "merId": self.config.merchant_id,
+            "currencyCode": "156",
+            "txnTime": datetime.now(BEIJING).strftime(TIME),
+            **fields,
         }
         fields = {k: str(v) for k, v in fields.items() if v not in (None, "")}
         fields["signature"] = sign(self._key, fields)
@@ -153,20 +165,41 @@ class UnionPayChannel(Channel):
     async def create_payment(self, request: PaymentRequest) -> PayAction:
         if request.method != "unionpay":
             raise ValueError(f"UnionPay does not serve {request.method}")
-        fields = self._signed({
-            "txnType": "01", "txnSubType": "01", "bizType": "000201", "channelType": "08",
-            "orderId": request.order_no, "txnAmt": request.amount_fen, "frontUrl": request.return_url,
-            "backUrl": request.notify_url, "payTimeout": beijing(request.expires_at).strftime(TIME),
-            "riskRateInfo": "{commodityName=" + request.subject[:60].replace("&", " ").replace("}", " ") + "}",
-        })
-        return PayAction("redirect", {"url": f"{self.gateway}/gateway/api/{FRONT}", "method": "POST", "fields": fields})
+        fields = self._signed(
+            {
+                "txnType": "01",
+                "txnSubType": "01",
+                "bizType": "000201",
+                "channelType": "08",
+                "orderId": request.order_no,
+                "txnAmt": request.amount_fen,
+                "frontUrl": request.return_url,
+                "backUrl": request.notify_url,
+                "payTimeout": beijing(request.expires_at).strftime(TIME),
+                "riskRateInfo": "{commodityName="
+                + request.subject[:60].replace("&", " ").replace("}", " ")
+                + "}",
+            }
+        )
+        return PayAction(
+            "redirect", {"url": f"{self.gateway}/gateway/api/{FRONT}", "method": "POST", "fields": fields}
+        )
 
     async def micropay(self, request: PaymentRequest, auth_code: str) -> PaymentState:
-        await self._post(BACK, {
-            "txnType": "01", "txnSubType": "06", "bizType": "000000", "channelType": "08", "orderId": request.order_no,
-            "txnAmt": request.amount_fen, "qrNo": auth_code, "backUrl": request.notify_url,
-            "termId": "00000001",
-        })
+        await self._post(
+            BACK,
+            {
+                "txnType": "01",
+                "txnSubType": "06",
+                "bizType": "000000",
+                "channelType": "08",
+                "orderId": request.order_no,
+                "txnAmt": request.amount_fen,
+                "qrNo": auth_code,
+                "backUrl": request.notify_url,
+                "termId": "00000001",
+            },
+        )
         return await self.query(request.order_no)  # accepted; the charge's outcome is queried
 
     async def query(self, order_no: str) -> PaymentState:
@@ -176,8 +209,11 @@ class UnionPayChannel(Channel):
         return self._state(order_no, answer, answer.get("origRespCode", ""))
 
     async def _query(self, order_no: str) -> dict | None:
-        answer = await self._post(QUERY, {"txnType": "00", "txnSubType": "00", "bizType": "000000",
-                                          "orderId": order_no}, accept=frozenset({"34"}))
+        answer = await self._post(
+            QUERY,
+            {"txnType": "00", "txnSubType": "00", "bizType": "000000", "orderId": order_no},
+            accept=frozenset({"34"}),
+        )
         return None if answer["respCode"] == "34" else answer
 
     @staticmethod
@@ -185,14 +221,29 @@ class UnionPayChannel(Channel):
         status = "paid" if result == "00" else "paying" if result in IN_PROGRESS else "closed"
         amount = int(fields["txnAmt"]) if fields.get("txnAmt", "").isdigit() else None
         paid = status == "paid"
-        return PaymentState(status, order_no, amount_fen=amount, channel_trade_no=fields.get("queryId", ""),
-                            paid_at=parse_beijing(fields.get("txnTime", ""), TIME) if paid else None,
-                            self_pay_fen=amount if paid else None)
+        return PaymentState(
+            status,
+            order_no,
+            amount_fen=amount,
+            channel_trade_no=fields.get("queryId", ""),
+            paid_at=parse_beijing(fields.get("txnTime", ""), TIME) if paid else None,
+            self_pay_fen=amount if paid else None,
+        )
 
     async def close(self, order_no: str) -> None:
-        await self._post(BACK, {"txnType": "31", "txnSubType": "00", "bizType": "000201", "channelType": "08",
-                                "orderId": f"C{order_no}"[:40], "origOrderId": order_no, "txnAmt": "0"},
-                         accept=frozenset({"34"}))
+        await self._post(
+            BACK,
+            {
+                "txnType": "31",
+                "txnSubType": "00",
+                "bizType": "000201",
+                "channelType": "08",
+                "orderId": f"C{order_no}"[:40],
+                "origOrderId": order_no,
+                "txnAmt": "0",
+            },
+            accept=frozenset({"34"}),
+        )
 
     # --- refunds ------------------------------------------------------------------------
 
@@ -200,16 +251,28 @@ class UnionPayChannel(Channel):
         original = await self._query(order_no)
         if original is None or original.get("origRespCode") != "00":
             raise refused(CHANNEL, "35", "原交易不存在或状态不正确")
-        answer = await self._post(BACK, {
-            "txnType": "04", "txnSubType": "00", "bizType": "000201", "channelType": "08", "orderId": refund_no,
-            "origQryId": original["queryId"], "txnAmt": refund_fen, "backUrl": notify_url,
-        }, accept=frozenset({"12"}))
+        answer = await self._post(
+            BACK,
+            {
+                "txnType": "04",
+                "txnSubType": "00",
+                "bizType": "000201",
+                "channelType": "08",
+                "orderId": refund_no,
+                "origQryId": original["queryId"],
+                "txnAmt": refund_fen,
+                "backUrl": notify_url,
+            },
+            accept=frozenset({"12"}),
+        )
         if answer["respCode"] == "12":  # this refund number was sent before: report that refund
             state = await self.query_refund(order_no, refund_no)
             if state.amount_fen != refund_fen:
                 raise refused(CHANNEL, "12", "重复交易")
             return state
-        return RefundState("processing", refund_no, amount_fen=refund_fen, channel_refund_no=answer.get("queryId", ""))
+        return RefundState(
+            "processing", refund_no, amount_fen=refund_fen, channel_refund_no=answer.get("queryId", "")
+        )
 
     async def query_refund(self, order_no: str, refund_no: str) -> RefundState:
         answer = await self._query(refund_no)
@@ -220,9 +283,13 @@ class UnionPayChannel(Channel):
     @staticmethod
     def _refund_state(refund_no: str, fields: dict, result: str) -> RefundState:
         status = "succeeded" if result == "00" else "processing" if result in IN_PROGRESS else "failed"
-        return RefundState(status, refund_no, amount_fen=int(fields["txnAmt"]) if fields.get("txnAmt", "").isdigit()
-                           else None, channel_refund_no=fields.get("queryId", ""),
-                           finished_at=parse_beijing(fields.get("txnTime", ""), TIME) if status == "succeeded" else None)
+        return RefundState(
+            status,
+            refund_no,
+            amount_fen=int(fields["txnAmt"]) if fields.get("txnAmt", "").isdigit() else None,
+            channel_refund_no=fields.get("queryId", ""),
+            finished_at=parse_beijing(fields.get("txnTime", ""), TIME) if status == "succeeded" else None,
+        )
 
     # --- callbacks ----------------------------------------------------------------------
 
@@ -232,7 +299,9 @@ class UnionPayChannel(Channel):
             fields = parse_form(body)
         except (UnicodeDecodeError, ValueError):
             return CallbackHint()
-        order_no = fields.get("orderId", "") if fields.get("txnType") == "01" else ""  # a refund names its own id
+        order_no = (
+            fields.get("orderId", "") if fields.get("txnType") == "01" else ""
+        )  # a refund names its own id
         return CallbackHint(order_no=order_no, merchant_id=fields.get("merId", ""))
 
     async def parse_callback(self, headers: dict[str, str], body: bytes) -> CallbackEvent:
@@ -246,9 +315,13 @@ class UnionPayChannel(Channel):
             raise BadCallback("notification for another merchant")
         try:
             if fields.get("txnType") == "04":
-                return CallbackEvent(refund=self._refund_state(fields["orderId"], fields, fields.get("respCode", "")))
+                return CallbackEvent(
+                    refund=self._refund_state(fields["orderId"], fields, fields.get("respCode", ""))
+                )
             if fields.get("txnType") == "01":
-                return CallbackEvent(payment=self._state(fields["orderId"], fields, fields.get("respCode", "")))
+                return CallbackEvent(
+                    payment=self._state(fields["orderId"], fields, fields.get("respCode", ""))
+                )
         except (KeyError, ValueError):
             raise BadCallback("notification fields unreadable") from None
         raise BadCallback("not a payment or refund notification")
@@ -256,24 +329,42 @@ class UnionPayChannel(Channel):
     @classmethod
     def callback_reply(cls, accepted: bool) -> CallbackReply:
         # UnionPay takes HTTP 200 as received; anything else is sent again.
-        return CallbackReply(200 if accepted else 400, "text/plain; charset=utf-8", b"ok" if accepted else b"fail")
+        return CallbackReply(
+            200 if accepted else 400, "text/plain; charset=utf-8", b"ok" if accepted else b"fail"
+        )
 
     # --- agreements and payment codes ------------------------------------------------------
 
     async def sign_agreement(self, payer_id: str) -> str:
-        answer = await self._post(BACK, {"txnType": "79", "txnSubType": "00", "bizType": "000902",
-                                         "channelType": "08", "orderId": "A" + hashlib.sha256(
-                                             f"{payer_id}{datetime.now().timestamp()}".encode()).hexdigest()[:30],
-                                         "customerInfo": "{" + f"customerNm={payer_id[:40]}" + "}",
-                                         "tokenPayData": "{trId=62000000001&tokenType=01}"})
+        answer = await self._post(
+            BACK,
+            {
+                "txnType": "79",
+                "txnSubType": "00",
+                "bizType": "000902",
+                "channelType": "08",
+                "orderId": "A"
+                + hashlib.sha256(f"{payer_id}{datetime.now().timestamp()}".encode()).hexdigest()[:30],
+                "customerInfo": "{" + f"customerNm={payer_id[:40]}" + "}",
+                "tokenPayData": "{trId=62000000001&tokenType=01}",
+            },
+        )
         token = parse_form(answer.get("tokenPayData", "").strip("{}")).get("token", "")
         if not token:
             raise unreachable(CHANNEL, "answer without token")
         return token
 
     async def payment_token(self, agreement_id: str) -> str:
-        answer = await self._post(BACK, {"txnType": "77", "txnSubType": "01", "bizType": "000000",
-                                         "channelType": "08", "tokenPayData": "{token=" + agreement_id + "}"})
+        answer = await self._post(
+            BACK,
+            {
+                "txnType": "77",
+                "txnSubType": "01",
+                "bizType": "000000",
+                "channelType": "08",
+                "tokenPayData": "{token=" + agreement_id + "}",
+            },
+        )
         if not answer.get("qrNo"):
             raise unreachable(CHANNEL, "answer without qrNo")
         return answer["qrNo"]
@@ -281,8 +372,17 @@ class UnionPayChannel(Channel):
     # --- statements ---------------------------------------------------------------------
 
     async def download_bill(self, day: str) -> str:
-        answer = await self._post(FILE, {"txnType": "76", "txnSubType": "01", "bizType": "000000", "fileType": "00",
-                                         "settleDate": day[5:7] + day[8:10]}, accept=frozenset({"98"}))
+        answer = await self._post(
+            FILE,
+            {
+                "txnType": "76",
+                "txnSubType": "01",
+                "bizType": "000000",
+                "fileType": "00",
+                "settleDate": day[5:7] + day[8:10],
+            },
+            accept=frozenset({"98"}),
+        )
         if answer["respCode"] == "98":  # 文件不存在: nothing settled that day
             return ""
         try:
@@ -299,9 +399,28 @@ class UnionPayChannel(Channel):
             txn_type, order_id, orig_order_id, query_id, amount, fee, txn_time, resp = line.split("|")[:8]
             at = parse_beijing(txn_time, TIME)
             if txn_type == "04":
-                records.append(BillRecord("refund", orig_order_id, int(amount), refund_no=order_id,
-                                          channel_refund_no=query_id, fee_fen=int(fee), status=resp, at=at))
+                records.append(
+                    BillRecord(
+                        "refund",
+                        orig_order_id,
+                        int(amount),
+                        refund_no=order_id,
+                        channel_refund_no=query_id,
+                        fee_fen=int(fee),
+                        status=resp,
+                        at=at,
+                    )
+                )
             else:
-                records.append(BillRecord("payment", order_id, int(amount), channel_trade_no=query_id,
-                                          fee_fen=int(fee), status=resp, at=at))
+                records.append(
+                    BillRecord(
+                        "payment",
+                        order_id,
+                        int(amount),
+                        channel_trade_no=query_id,
+                        fee_fen=int(fee),
+                        status=resp,
+                        at=at,
+                    )
+                )
         return records

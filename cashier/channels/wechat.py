@@ -42,6 +42,7 @@ from wechatpy.pay import WeChatPay
 from wechatpy.pay.utils import calculate_signature, calculate_signature_hmac
 from wechatpy.utils import random_string
 
+from cardcore.crypto import constant_time_equal
 from cardcore.providers._threads import run_sync
 from cashier.channels import register
 from cashier.channels._common import (
@@ -82,7 +83,12 @@ TRADE_STATES = {
     "REVOKED": "closed",
     "PAYERROR": "failed",
 }
-REFUND_STATES = {"SUCCESS": "succeeded", "PROCESSING": "processing", "REFUNDCLOSE": "failed", "CHANGE": "failed"}
+REFUND_STATES = {
+    "SUCCESS": "succeeded",
+    "PROCESSING": "processing",
+    "REFUNDCLOSE": "failed",
+    "CHANGE": "failed",
+}
 
 
 def sign(params: dict, api_key: str, sign_type: str = "MD5") -> str:
@@ -138,7 +144,7 @@ class _Pay(WeChatPay):
         except Exception:  # noqa: BLE001 - not XML: a bill file
             return res.text
         if isinstance(data, dict) and data.get("return_code") == "SUCCESS" and "sign" in data:
-            if data["sign"] != sign(data, self.api_key, self.sign_type):
+            if not constant_time_equal(data["sign"] or "", sign(data, self.api_key, self.sign_type)):
                 raise _InvalidAnswer()
         return super()._handle_result(res)
 
@@ -189,14 +195,24 @@ class WeChatChannel(Channel):
             if client is None:
                 cert = key = None
                 if with_certificate:
-                    cert_pem, key_pem = self.config.secrets.get("mch_cert"), self.config.secrets.get("mch_key")
+                    cert_pem, key_pem = (
+                        self.config.secrets.get("mch_cert"),
+                        self.config.secrets.get("mch_key"),
+                    )
                     if cert_pem and key_pem:
                         cert, key = _certificate_files(cert_pem, key_pem)
                     elif self.gateway.startswith("https://"):
                         raise refused(CHANNEL, "CERT_MISSING", "no merchant API certificate configured")
-                client = _Pay(app_id, self.api_key, self.config.merchant_id,
-                              sub_mch_id=self.config.sub_merchant_id or None, mch_cert=cert, mch_key=key,
-                              timeout=self.timeout, sign_type=self.sign_type)
+                client = _Pay(
+                    app_id,
+                    self.api_key,
+                    self.config.merchant_id,
+                    sub_mch_id=self.config.sub_merchant_id or None,
+                    mch_cert=cert,
+                    mch_key=key,
+                    timeout=self.timeout,
+                    sign_type=self.sign_type,
+                )
                 client.API_BASE_URL = self.gateway
                 self._clients[(app_id, with_certificate)] = client
             return client
@@ -234,12 +250,18 @@ class WeChatChannel(Channel):
         client = self._client(app_id)
         start = datetime.now(BEIJING)
         common = dict(
-            body=request.subject[:40], total_fee=request.amount_fen, notify_url=request.notify_url,
-            client_ip=request.client_ip, out_trade_no=request.order_no, time_start=start,
+            body=request.subject[:40],
+            total_fee=request.amount_fen,
+            notify_url=request.notify_url,
+            client_ip=request.client_ip,
+            out_trade_no=request.order_no,
+            time_start=start,
             time_expire=beijing(request.expires_at),
         )
         if request.method == "wechat_h5":
-            scene = {"h5_info": {"type": "Wap", "wap_url": request.return_url, "wap_name": request.subject[:32]}}
+            scene = {
+                "h5_info": {"type": "Wap", "wap_url": request.return_url, "wap_name": request.subject[:32]}
+            }
             answer = await self._call(lambda: client.order.create("MWEB", scene_info=scene, **common))
             url = answer.get("mweb_url") or ""
             if not url:
@@ -247,7 +269,9 @@ class WeChatChannel(Channel):
             if request.return_url:
                 url += ("&" if "?" in url else "?") + "redirect_url=" + quote(request.return_url, safe="")
             return PayAction("redirect", {"url": url})
-        answer = await self._call(lambda: client.order.create("JSAPI", user_id=request.payer_id or None, **common))
+        answer = await self._call(
+            lambda: client.order.create("JSAPI", user_id=request.payer_id or None, **common)
+        )
         prepay_id = answer.get("prepay_id") or ""
         if not prepay_id:
             raise unreachable(CHANNEL, "answer without prepay_id")
@@ -269,8 +293,11 @@ class WeChatChannel(Channel):
         client = self._client()
         answer = await self._call(
             lambda: client.micropay.create(
-                body=request.subject[:40], total_fee=request.amount_fen, auth_code=auth_code,
-                client_ip=request.client_ip, out_trade_no=request.order_no,
+                body=request.subject[:40],
+                total_fee=request.amount_fen,
+                auth_code=auth_code,
+                client_ip=request.client_ip,
+                out_trade_no=request.order_no,
             ),
             accept=frozenset({"USERPAYING"}),
         )
@@ -280,8 +307,9 @@ class WeChatChannel(Channel):
 
     async def query(self, order_no: str) -> PaymentState:
         client = self._client()
-        answer = await self._call(lambda: client.order.query(out_trade_no=order_no),
-                                  accept=frozenset({"ORDERNOTEXIST"}))
+        answer = await self._call(
+            lambda: client.order.query(out_trade_no=order_no), accept=frozenset({"ORDERNOTEXIST"})
+        )
         if answer.get("err_code") == "ORDERNOTEXIST":
             return PaymentState("not_found", order_no)
         return self._state(order_no, answer)
@@ -303,7 +331,9 @@ class WeChatChannel(Channel):
 
     async def close(self, order_no: str) -> None:
         client = self._client()
-        await self._call(lambda: client.order.close(order_no), accept=frozenset({"ORDERNOTEXIST", "ORDERCLOSED"}))
+        await self._call(
+            lambda: client.order.close(order_no), accept=frozenset({"ORDERNOTEXIST", "ORDERCLOSED"})
+        )
 
     # --- agreements and payment codes ------------------------------------------------------
 
@@ -316,7 +346,9 @@ class WeChatChannel(Channel):
     async def payment_token(self, agreement_id: str) -> str:
         client = self._client()
         answer = await self._call(
-            lambda: client.post("pay/authcode/issue", data={"appid": client.appid, "contract_id": agreement_id})
+            lambda: client.post(
+                "pay/authcode/issue", data={"appid": client.appid, "contract_id": agreement_id}
+            )
         )
         return field(answer, "auth_code", CHANNEL)
 
@@ -326,18 +358,27 @@ class WeChatChannel(Channel):
         client = self._client(with_certificate=True)
         answer = await self._call(
             lambda: client.refund.apply(
-                total_fee=total_fen, refund_fee=refund_fen, out_refund_no=refund_no, out_trade_no=order_no,
-                refund_desc=reason[:80] or None, notify_url=notify_url or None,
+                total_fee=total_fen,
+                refund_fee=refund_fen,
+                out_refund_no=refund_no,
+                out_trade_no=order_no,
+                refund_desc=reason[:80] or None,
+                notify_url=notify_url or None,
             )
         )
         # Accepted: WeChat reports the outcome later (notification or refundquery).
-        return RefundState("processing", refund_no, amount_fen=int(answer.get("refund_fee") or refund_fen),
-                           channel_refund_no=answer.get("refund_id") or "")
+        return RefundState(
+            "processing",
+            refund_no,
+            amount_fen=int(answer.get("refund_fee") or refund_fen),
+            channel_refund_no=answer.get("refund_id") or "",
+        )
 
     async def query_refund(self, order_no: str, refund_no: str) -> RefundState:
         client = self._client()
-        answer = await self._call(lambda: client.refund.query(out_refund_no=refund_no),
-                                  accept=frozenset({"REFUNDNOTEXIST"}))
+        answer = await self._call(
+            lambda: client.refund.query(out_refund_no=refund_no), accept=frozenset({"REFUNDNOTEXIST"})
+        )
         if answer.get("err_code") == "REFUNDNOTEXIST":
             return RefundState("not_found", refund_no)
         count = int(answer.get("refund_count") or 0)
@@ -345,9 +386,13 @@ class WeChatChannel(Channel):
             if answer.get(f"out_refund_no_{n}") == refund_no:
                 status = REFUND_STATES.get(answer.get(f"refund_status_{n}", ""), "processing")
                 return RefundState(
-                    status, refund_no, amount_fen=int(answer[f"refund_fee_{n}"]),
+                    status,
+                    refund_no,
+                    amount_fen=int(answer[f"refund_fee_{n}"]),
                     channel_refund_no=answer.get(f"refund_id_{n}", ""),
-                    finished_at=parse_beijing(answer.get(f"refund_success_time_{n}", ""), "%Y-%m-%d %H:%M:%S"),
+                    finished_at=parse_beijing(
+                        answer.get(f"refund_success_time_{n}", ""), "%Y-%m-%d %H:%M:%S"
+                    ),
                 )
         return RefundState("not_found", refund_no)
 
@@ -360,7 +405,9 @@ class WeChatChannel(Channel):
         except BadCallback:
             return CallbackHint()
         # a refund notification carries its order number only inside the encrypted req_info
-        return CallbackHint(order_no=str(data.get("out_trade_no") or ""), merchant_id=str(data.get("mch_id") or ""))
+        return CallbackHint(
+            order_no=str(data.get("out_trade_no") or ""), merchant_id=str(data.get("mch_id") or "")
+        )
 
     async def parse_callback(self, headers: dict[str, str], body: bytes) -> CallbackEvent:
         data = _xml(body)
@@ -371,12 +418,18 @@ class WeChatChannel(Channel):
         if "req_info" in data:
             return CallbackEvent(refund=self._refund_event(decrypt_req_info(self.api_key, data["req_info"])))
         sign_type = data.get("sign_type") or "MD5"
-        if sign_type not in SIGN_TYPES or not data.get("sign") or data["sign"] != sign(data, self.api_key, sign_type):
+        if (
+            sign_type not in SIGN_TYPES
+            or not data.get("sign")
+            or not constant_time_equal(data["sign"], sign(data, self.api_key, sign_type))
+        ):
             raise BadCallback("signature does not verify")
         order_no = data.get("out_trade_no") or ""
         try:
             if data.get("result_code") != "SUCCESS":
-                return CallbackEvent(payment=PaymentState("failed", order_no, channel_trade_no=data.get("transaction_id", "")))
+                return CallbackEvent(
+                    payment=PaymentState("failed", order_no, channel_trade_no=data.get("transaction_id", ""))
+                )
             return CallbackEvent(payment=self._state(order_no, {**data, "trade_state": "SUCCESS"}))
         except (ValueError, KeyError):
             raise BadCallback("notification fields unreadable") from None
@@ -400,15 +453,20 @@ class WeChatChannel(Channel):
     @classmethod
     def callback_reply(cls, accepted: bool) -> CallbackReply:
         code, msg = ("SUCCESS", "OK") if accepted else ("FAIL", "ERROR")
-        body = f"<xml><return_code><![CDATA[{code}]]></return_code><return_msg><![CDATA[{msg}]]></return_msg></xml>"
+        body = (
+            f"<xml><return_code><![CDATA[{code}]]></return_code>"
+            f"<return_msg><![CDATA[{msg}]]></return_msg></xml>"
+        )
         return CallbackReply(200, "text/xml; charset=utf-8", body.encode())
 
     # --- statements ---------------------------------------------------------------------
 
     async def download_bill(self, day: str) -> str:
         client = self._client()
-        answer = await self._call(lambda: client.tools.download_bill(day.replace("-", ""), bill_type="ALL"),
-                                  accept=frozenset({"No Bill Exist"}))
+        answer = await self._call(
+            lambda: client.tools.download_bill(day.replace("-", ""), bill_type="ALL"),
+            accept=frozenset({"No Bill Exist"}),
+        )
         if isinstance(answer, dict):  # nothing happened that day
             return ""
         return answer
@@ -426,14 +484,32 @@ class WeChatChannel(Channel):
             at = parse_beijing(cells[0], "%Y-%m-%d %H:%M:%S")
             fee = yuan_to_fen_rounded(cells[22] or "0")
             if cells[9] == "REFUND":
-                records.append(BillRecord("refund", cells[6], yuan_to_fen(cells[16]), channel_trade_no=cells[5],
-                                          refund_no=cells[15], channel_refund_no=cells[14], fee_fen=fee,
-                                          status=cells[19], at=at))
+                records.append(
+                    BillRecord(
+                        "refund",
+                        cells[6],
+                        yuan_to_fen(cells[16]),
+                        channel_trade_no=cells[5],
+                        refund_no=cells[15],
+                        channel_refund_no=cells[14],
+                        fee_fen=fee,
+                        status=cells[19],
+                        at=at,
+                    )
+                )
             else:
-                records.append(BillRecord("payment", cells[6], yuan_to_fen(cells[12]), channel_trade_no=cells[5],
-                                          fee_fen=fee, status=cells[9], at=at))
+                records.append(
+                    BillRecord(
+                        "payment",
+                        cells[6],
+                        yuan_to_fen(cells[12]),
+                        channel_trade_no=cells[5],
+                        fee_fen=fee,
+                        status=cells[9],
+                        at=at,
+                    )
+                )
         return records
-
 
 
 def _xml(body: bytes) -> dict:

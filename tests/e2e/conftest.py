@@ -48,16 +48,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(coroutine) -> None:
-    """``asyncio.run``, also where this thread's event loop is running (sync Playwright keeps one)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    with ThreadPoolExecutor(max_workers=1) as thread:
-        return thread.submit(asyncio.run, coroutine).result()
-
-
 async def _admin_sql(statement: str) -> None:
     import asyncpg
 
@@ -76,6 +66,13 @@ async def _flush_redis(url: str) -> None:
     await client.aclose()
 
 
+def run_async(coro):
+    """Run a coroutine to the end from synchronous code, even where a loop is running (the
+    sync Playwright API keeps one in the test thread)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 @contextmanager
 def isolated_storage(var_dir: Path):
     """(database_url, redis_url) used by nobody else; PostgreSQL databases are dropped afterwards."""
@@ -83,16 +80,16 @@ def isolated_storage(var_dir: Path):
         yield f"sqlite://{var_dir / 'ehc.sqlite3'}", TEST_REDIS_URL
         return
     name = f"ehc_e2e_{secrets.token_hex(4)}"
-    _run(_admin_sql(f'CREATE DATABASE "{name}"'))
+    run_async(_admin_sql(f'CREATE DATABASE "{name}"'))
     database_url = urlunsplit(urlsplit(TEST_DATABASE_URL)._replace(path=f"/{name}"))
     redis_url = ""
     if TEST_REDIS_URL:
         redis_url = urlunsplit(urlsplit(TEST_REDIS_URL)._replace(path=f"/{next(_REDIS_DBS)}"))
-        _run(_flush_redis(redis_url))
+        run_async(_flush_redis(redis_url))
     try:
         yield database_url, redis_url
     finally:
-        _run(_admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        run_async(_admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @dataclass(frozen=True)

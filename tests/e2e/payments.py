@@ -20,8 +20,15 @@ def sink_url(base_url: str, order_no: str) -> str:
     return f"{base_url}/_mock/institution/notify?out_trade_no={order_no}"
 
 
-def payment_request(base_url: str, method: str, amount_fen: int = 1234, *, payer_id: str = "",
-                    order_no: str | None = None, minutes: int = 30) -> PaymentRequest:
+def payment_request(
+    base_url: str,
+    method: str,
+    amount_fen: int = 1234,
+    *,
+    payer_id: str = "",
+    order_no: str | None = None,
+    minutes: int = 30,
+) -> PaymentRequest:
     order_no = order_no or new_order_no()
     return PaymentRequest(
         order_no=order_no,
@@ -64,8 +71,9 @@ class MockControl:
         """What the mock institution recorded for the order, once there are ``at_least`` items."""
         deadline = asyncio.get_running_loop().time() + wait_s
         while True:
-            reply = await self.http.get(f"{self.base_url}/_mock/institution/notifications",
-                                        params={"out_trade_no": order_no})
+            reply = await self.http.get(
+                f"{self.base_url}/_mock/institution/notifications", params={"out_trade_no": order_no}
+            )
             items = reply.json()["items"]
             if len(items) >= at_least or asyncio.get_running_loop().time() > deadline:
                 return items
@@ -85,4 +93,3 @@ async def eventually(check, wait_s: float = 10):
         if result or asyncio.get_running_loop().time() > deadline:
             return result
         await asyncio.sleep(0.1)
-

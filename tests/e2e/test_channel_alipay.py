@@ -22,15 +22,14 @@ def channel(live_server):
     return AlipayChannel(mock_merchant_configs(live_server.settings)["alipay"])
 
 
-
-
 async def test_app_payment_through_the_order_string(channel, web, mock, live_server):
     request = payment_request(live_server.base_url, "alipay_app", 1999)
     action = await channel.create_payment(request)
     assert action.action == "app" and "method=alipay.trade.app.pay" in action.data["order_string"]
 
-    opened = await web.post(f"{live_server.base_url}/_mock/alipay/pay/app",
-                            json={"order_string": action.data["order_string"]})
+    opened = await web.post(
+        f"{live_server.base_url}/_mock/alipay/pay/app", json={"order_string": action.data["order_string"]}
+    )
     assert opened.json() == {"out_trade_no": request.order_no, "status": "paying"}
     tampered = action.data["order_string"].replace("19.99", "0.01")
     refused = await web.post(f"{live_server.base_url}/_mock/alipay/pay/app", json={"order_string": tampered})

@@ -22,8 +22,12 @@ def config(live_server):
     return mock_merchant_configs(live_server.settings)["insurance"]
 
 
-@pytest.mark.parametrize("amount, fund_percent, fund", [(1001, None, 600), (999, 80, 799), (1, None, 0), (200, 0, 0)])
-async def test_the_amount_is_split_between_fund_and_insured(config, mock, web, live_server, amount, fund_percent, fund):
+@pytest.mark.parametrize(
+    "amount, fund_percent, fund", [(1001, None, 600), (999, 80, 799), (1, None, 0), (200, 0, 0)]
+)
+async def test_the_amount_is_split_between_fund_and_insured(
+    config, mock, web, live_server, amount, fund_percent, fund
+):
     if fund_percent is not None:
         await mock.faults(fund_percent=fund_percent)
     channel = InsuranceChannel(config)

@@ -39,7 +39,9 @@ async def test_payment_goes_through_a_signed_form_post(config, mock, web, live_s
 
 
 async def test_a_merchant_signing_with_another_certificate_is_refused(config):
-    stranger = UnionPayChannel(replace(config, secrets={**config.secrets, "sign_cert": config.secrets["verify_cert"]}))
+    stranger = UnionPayChannel(
+        replace(config, secrets={**config.secrets, "sign_cert": config.secrets["verify_cert"]})
+    )
     with pytest.raises(ChannelRefused) as refused:
         await stranger.query("ANY")
     assert refused.value.details["code"] == "11"

@@ -31,8 +31,6 @@ def channel(config):
     return WeChatChannel(config)
 
 
-
-
 @pytest.mark.parametrize("method", ["wechat_jsapi", "wechat_mini"])
 async def test_jsapi_payment_confirmed_notified_and_queried(channel, mock, config, live_server, method):
     request = payment_request(live_server.base_url, method, 1234, payer_id=OPENID)
@@ -43,8 +41,9 @@ async def test_jsapi_payment_confirmed_notified_and_queried(channel, mock, confi
     expected_app = config.secrets["mini_app_id"] if method == "wechat_mini" else config.app_id
     assert params["appId"] == expected_app and params["package"].startswith("prepay_id=wx")
     assert params["signType"] == "HMAC-SHA256"
-    assert params["paySign"] == sign({k: v for k, v in params.items() if k != "paySign"},
-                                     config.secrets["api_key"], "HMAC-SHA256")
+    assert params["paySign"] == sign(
+        {k: v for k, v in params.items() if k != "paySign"}, config.secrets["api_key"], "HMAC-SHA256"
+    )
     assert (await channel.query(request.order_no)).status == "paying"
 
     confirmed = await mock.confirm(request.order_no)
@@ -53,11 +52,17 @@ async def test_jsapi_payment_confirmed_notified_and_queried(channel, mock, confi
     event = await channel.parse_callback(*raw_request(items[0]))
     assert event.refund is None
     assert event.payment.status == "paid" and event.payment.order_no == request.order_no
-    assert event.payment.amount_fen == 1234 and event.payment.channel_trade_no == confirmed["channel_trade_no"]
+    assert (
+        event.payment.amount_fen == 1234 and event.payment.channel_trade_no == confirmed["channel_trade_no"]
+    )
     assert event.payment.paid_at is not None
 
     state = await channel.query(request.order_no)
-    assert (state.status, state.amount_fen, state.channel_trade_no) == ("paid", 1234, confirmed["channel_trade_no"])
+    assert (state.status, state.amount_fen, state.channel_trade_no) == (
+        "paid",
+        1234,
+        confirmed["channel_trade_no"],
+    )
 
 
 async def test_h5_payment_goes_through_the_payment_page(channel, web, mock, live_server):

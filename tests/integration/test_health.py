@@ -54,3 +54,15 @@ def test_mocks_are_absent_when_switched_off(settings):
 
     app = create_app(replace(settings, mount_mocks=False), name="ehc_no_mocks")
     assert not any(route.path.startswith("_mock") for route in app.router.routes)
+
+
+async def test_openapi_document_lists_the_cashier(http):
+    spec = (await http.get("/docs/openapi.json")).json()
+    paths = spec["paths"]
+    for path in ("/cashier/v1/orders", "/cashier/v1/micropay", "/cashier/v1/bills", "/mp/v1/payment-accounts",
+                 "/admin/v1/notifications"):
+        assert path in paths, path
+    create = paths["/cashier/v1/orders"]["post"]
+    schema = create["requestBody"]["content"]["application/json"]["schema"]
+    assert {"out_trade_no", "amount_fen", "notify_url"} <= set(schema["required"])
+    assert any("/refunds" in p for p in paths) and any(p.startswith("/cashier/notify/") for p in paths)

@@ -35,9 +35,21 @@ def test_payment_codes_are_told_apart_by_format(code, channel):
 
 @pytest.mark.parametrize(
     "code",
-    ["", "16123456789012345", "161234567890123456", "1345678901234567890", "231234567890123456",
-     "3112345678901234", "2812345678901", "3012345678901234567890123", "621234567890123456",
-     "6312345678901234567", "9112345678901234567", "13456789012345678a", "１３４５６７８９０１２３４５６７８９"],
+    [
+        "",
+        "16123456789012345",
+        "161234567890123456",
+        "1345678901234567890",
+        "231234567890123456",
+        "3112345678901234",
+        "2812345678901",
+        "3012345678901234567890123",
+        "621234567890123456",
+        "6312345678901234567",
+        "9112345678901234567",
+        "13456789012345678a",
+        "１３４５６７８９０１２３４５６７８９",
+    ],
 )
 def test_other_codes_are_no_payment_codes(code):
     with pytest.raises(LookupError):
@@ -51,8 +63,17 @@ def test_every_pay_method_has_its_channel():
 
 @pytest.mark.parametrize(
     "text, fen",
-    [("0.01", 1), ("12.3", 1230), ("12.30", 1230), ("100", 10000), ("0.10", 10), ("-1.05", -105),
-     ("99999999.99", 9999999999), ("0.29", 29), ("1.13", 113)],
+    [
+        ("0.01", 1),
+        ("12.3", 1230),
+        ("12.30", 1230),
+        ("100", 10000),
+        ("0.10", 10),
+        ("-1.05", -105),
+        ("99999999.99", 9999999999),
+        ("0.29", 29),
+        ("1.13", 113),
+    ],
 )
 def test_yuan_to_fen_is_exact(text, fen):
     assert yuan_to_fen(text) == fen
@@ -70,7 +91,11 @@ def test_fen_to_yuan_round_trips(fen):
 
 
 def test_fee_with_more_decimals_rounds_half_up():
-    assert (yuan_to_fen_rounded("0.00500"), yuan_to_fen_rounded("0.00499"), yuan_to_fen_rounded("-0.015")) == (1, 0, -2)
+    assert (
+        yuan_to_fen_rounded("0.00500"),
+        yuan_to_fen_rounded("0.00499"),
+        yuan_to_fen_rounded("-0.015"),
+    ) == (1, 0, -2)
 
 
 def test_fen_to_yuan_takes_only_integers():
@@ -87,13 +112,17 @@ def _req_info(api_key: str, xml: str) -> str:
 
 
 def test_wechat_refund_req_info_decrypts_with_md5_of_the_api_key():
-    xml = ("<root><out_refund_no><![CDATA[R1]]></out_refund_no><refund_fee><![CDATA[300]]></refund_fee>"
-           "<refund_status><![CDATA[SUCCESS]]></refund_status></root>")
+    xml = (
+        "<root><out_refund_no><![CDATA[R1]]></out_refund_no><refund_fee><![CDATA[300]]></refund_fee>"
+        "<refund_status><![CDATA[SUCCESS]]></refund_status></root>"
+    )
     info = decrypt_req_info("k" * 32, _req_info("k" * 32, xml))
     assert info == {"out_refund_no": "R1", "refund_fee": "300", "refund_status": "SUCCESS"}
 
 
-@pytest.mark.parametrize("req_info", [_req_info("x" * 32, "<root><a>1</a></root>"), "not base64!", "", "AAAA"])
+@pytest.mark.parametrize(
+    "req_info", [_req_info("x" * 32, "<root><a>1</a></root>"), "not base64!", "", "AAAA"]
+)
 def test_wechat_req_info_under_another_key_or_garbled_is_refused(req_info):
     with pytest.raises(BadCallback):
         decrypt_req_info("k" * 32, req_info)

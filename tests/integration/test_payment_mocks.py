@@ -1,0 +1,94 @@
+"""The payment mocks in process (ASGI): the mock institution, fault control, and the
+httpx-based channels (UnionPay, insurance) routed through the app itself."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from cashier.channels.base import ChannelUnreachable
+from cashier.channels.dev import mock_merchant_configs
+from cashier.channels.insurance import InsuranceChannel
+from tests.e2e.payments import new_order_no, payment_request
+
+
+@pytest.fixture
+async def loopback(app):
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40002))
+    async with httpx.AsyncClient(transport=transport) as client:
+        yield client
+
+
+async def test_every_payment_mock_is_mounted(http):
+    mocks = set((await http.get("/_mock/")).json()["mocks"])
+    assert {"mock_wechat_pay", "mock_unionpay", "mock_insurance", "mock_institution"} <= mocks
+
+
+async def test_the_institution_records_every_attempt_and_can_refuse(http):
+    order_no = new_order_no()
+    behaviour = await http.post(
+        "/_mock/institution/behaviour", json={"fail_next": 2, "status": 503, "body": "BUSY"}
+    )
+    assert behaviour.json()["behaviour"]["fail_next"] == 2
+    answers = []
+    for n in range(3):
+        reply = await http.post(
+            "/_mock/institution/notify",
+            content=f'{{"out_trade_no":"{order_no}","n":{n}}}',
+            headers={"Content-Type": "application/json", "X-EHC-Client": "platform"},
+        )
+        answers.append((reply.status_code, reply.text))
+    assert answers == [(503, "BUSY"), (503, "BUSY"), (200, "SUCCESS")]
+
+    items = (await http.get("/_mock/institution/notifications", params={"out_trade_no": order_no})).json()[
+        "items"
+    ]
+    assert [item["body"]["n"] for item in items] == [0, 1, 2]
+    assert [item["answered_success"] for item in items] == [False, False, True]
+    assert items[0]["raw_body"] == f'{{"out_trade_no":"{order_no}","n":0}}'
+    assert items[0]["headers"]["x-ehc-client"] == "platform" and items[0]["received_at"]
+
+    await http.delete("/_mock/institution/behaviour")
+    other = new_order_no()
+    reply = await http.post(f"/_mock/institution/notify?out_trade_no={other}", content=b"<xml/>")
+    assert (reply.status_code, reply.text) == (200, "SUCCESS")
+    items = (await http.get("/_mock/institution/notifications", params={"out_trade_no": other})).json()[
+        "items"
+    ]
+    assert items[0]["body"] is None and items[0]["raw_body"] == "<xml/>"
+
+
+async def test_fault_control_takes_known_faults_only(http):
+    set_ = await http.post("/_mock/wechat/pay/faults", json={"delay_ms": 0, "duplicate_notifies": 2})
+    assert set_.json()["faults"] == {"delay_ms": 0, "duplicate_notifies": 2}
+    merged = await http.post("/_mock/wechat/pay/faults", json={"drop_responses": 1})
+    assert merged.json()["faults"] == {"delay_ms": 0, "duplicate_notifies": 2, "drop_responses": 1}
+    assert (await http.post("/_mock/wechat/pay/faults", json={"explode": True})).status_code == 400
+    assert (await http.post("/_mock/wechat/pay/faults", json={"delay_ms": "soon"})).status_code == 400
+    assert (await http.delete("/_mock/wechat/pay/faults")).json()["faults"] == {}
+    assert (await http.get("/_mock/wechat/pay/faults")).json()["faults"] == {}
+
+
+async def test_unknown_order_cannot_be_confirmed(http):
+    reply = await http.post("/_mock/unionpay/pay/orders/NO-SUCH-ORDER/confirm")
+    assert (reply.status_code, reply.json()["code"]) == (404, "ORDER_NOT_FOUND")
+
+
+async def test_an_http_channel_runs_in_process_and_a_dropped_answer_is_unreachable(http, loopback, settings):
+    channel = InsuranceChannel(mock_merchant_configs(settings)["insurance"], http=loopback)
+    request = payment_request(settings.base_url, "insurance", 1500)
+    action = await channel.create_payment(request)
+    assert action.action == "redirect"
+    assert (await http.post(f"/_mock/insurance/pay/orders/{request.order_no}/confirm")).json()[
+        "status"
+    ] == "paid"
+
+    await http.post("/_mock/insurance/pay/faults", json={"drop_responses": 1})
+    try:
+        with pytest.raises(ChannelUnreachable):  # in process there is no connection to close: an empty 502
+            await channel.refund(request.order_no, request.order_no + "R1", 1500, 100, "")
+    finally:
+        await http.delete("/_mock/insurance/pay/faults")
+    assert (await channel.query_refund(request.order_no, request.order_no + "R1")).status == "succeeded"
+    state = await channel.query(request.order_no)
+    assert (state.status, state.insurance_fen, state.self_pay_fen) == ("paid", 900, 600)
