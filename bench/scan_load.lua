@@ -15,7 +15,7 @@
 --
 -- done() prints one line
 --   BENCH_RESULT {...json...}
--- and, when an answer was wrong, BENCH_FIRST_ERROR <tag> <status> <start of the body>.
+-- and, for the first wrong answers, lines BENCH_FIRST_ERROR <tag> <status> <start of the body>.
 
 local threads = {}
 local EXHAUSTED_TAG = "scan-pool-exhausted"
@@ -80,9 +80,14 @@ function request()
   return record.raw
 end
 
+local errors_noted = 0
+
 local function note_error(tag, status, body)
-  if first_error == "" then
-    first_error = tostring(tag) .. " " .. tostring(status) .. " " .. string.sub(string.gsub(body or "", "[\r\n]", " "), 1, 300)
+  -- The first few wrong answers, one per line: enough to tell a pattern from an accident.
+  if errors_noted < 5 then
+    errors_noted = errors_noted + 1
+    local line = tostring(tag) .. " " .. tostring(status) .. " " .. string.sub(string.gsub(body or "", "[\r\n]", " "), 1, 300)
+    first_error = first_error == "" and line or (first_error .. "\n" .. line)
   end
 end
 
@@ -143,7 +148,7 @@ function done(summary, latency, requests)
     summary.requests, summary.duration, table.concat(parts, ","),
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean,
     errors.connect, errors.read, errors.write, errors.timeout, errors.status))
-  if first ~= "" then
-    io.write("BENCH_FIRST_ERROR " .. first .. "\n")
+  for line in string.gmatch(first, "[^\n]+") do
+    io.write("BENCH_FIRST_ERROR " .. line .. "\n")
   end
 end

@@ -9,7 +9,7 @@ Then, per run, a pool of requests is built before the clock starts, so the load 
 costs the two cores almost nothing while it runs:
 
 - fresh dynamic codes of those cards, sealed with the server's own key vault by the
-  function issuance uses (``cardcore.codes.seal_valid``), valid for 60 s like a resident's;
+  function issuance uses (``cardcore.codes.seal_valid``), valid for ``CODE_TTL_S``;
 - a sample of them drawn on a phone screen by each phone preset of the scanner simulator
   and decoded with zxing-cpp, which must read back every issued text exactly; the decoded
   texts are what those requests carry (scanning is not on the hot path);
@@ -78,12 +78,18 @@ LUA_SCRIPT = Path(__file__).resolve().parent / "scan_load.lua"
 VERIFY_PATH = "/inst/v1/codes/verify"
 BASELINE_PATH = "/healthz"
 WORKERS = 2
-CODE_TTL_S = 60  # the platform's default validity of a dynamic code
+# Validity of the pool's codes (EHC_DYNAMIC_CODE_TTL_S of the server too): twice the default 60 s,
+# so a pool built on a busy machine is not partly expired before its run ends.
+CODE_TTL_S = 120
+RUN_MARGIN_S = 15  # wrk reading the pool, answers still in flight at the end
 SIGNATURE_WINDOW_S = 300
 PHONE_PRESETS = [name for name, preset in PRESETS.items() if preset.medium == "phone"]
 SCENES = ("consultation", "pharmacy", "examination", "registration", "report")
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/ehc_bench_scan"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/13"
+# Spent codes live in Redis: a database emptied by someone else mid-run would let replays
+# through. A key of our own, planted after the flush and looked for after every run, tells.
+SENTINEL_KEY = "bench:scan_load:sentinel"
 
 
 @dataclass(frozen=True)
@@ -208,22 +214,44 @@ class PoolBuilder:
 # --- wrk ------------------------------------------------------------------------------------------
 
 
+class RedisWatch:
+    """Proves the platform's Redis database was not emptied by another process during a run."""
+
+    def __init__(self, redis_url: str) -> None:
+        import redis
+
+        self._client = redis.Redis.from_url(redis_url)
+        self._url = redis_url
+        self._client.set(SENTINEL_KEY, b"1")
+
+    def check(self, what: str) -> None:
+        if not self._client.exists(SENTINEL_KEY):
+            raise BenchFailure(
+                f"{what}: the Redis database {self._url} was emptied by another process during the run, "
+                "spent codes included, so its answers prove nothing; give the benchmark a Redis database "
+                "nobody else flushes (--redis-url)"
+            )
+
+    def close(self) -> None:
+        self._client.close()
+
+
 def run_wrk(url: str, sizes: Sizes, duration_s: int, script_args: list[str]) -> dict:
     argv = [
         "wrk", "-t", "1", "-c", str(sizes.connections), "-d", f"{duration_s}s", "--timeout", "10s",
         "-s", str(LUA_SCRIPT), url, "--", *script_args,
     ]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 180)
-    result = first_error = None
+    result, wrong = None, []
     for line in done.stdout.splitlines():
         if line.startswith("BENCH_RESULT "):
             result = json.loads(line.removeprefix("BENCH_RESULT "))
         elif line.startswith("BENCH_FIRST_ERROR "):
-            first_error = line.removeprefix("BENCH_FIRST_ERROR ")
+            wrong.append(line.removeprefix("BENCH_FIRST_ERROR "))
     if done.returncode != 0 or result is None:
         output = f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
         raise BenchFailure(f"wrk failed (exit {done.returncode}):\n{output}")
-    result["first_error"] = first_error
+    result["first_error"] = " | ".join(wrong) or None
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
     return result
 
@@ -342,6 +370,7 @@ def bench(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, repor
     processes = Processes(work_dir)
     problems: list[str] = []
     server = None
+    watch = RedisWatch(redis_url)
     try:
         base_url, demo, var_dir, server = start_platform(work_dir, database_url, redis_url, processes)
         note(f"registering {sizes.terminals} terminals and {sizes.cards} cards")
@@ -354,10 +383,11 @@ def bench(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, repor
         def load_run(duration_s: int, count: int) -> tuple[dict, Pool]:
             pool = builder.write(pool_path, count)
             readings.extend(pool.decoded)
-            if time.time() - pool.sealed_at + duration_s + 5 > CODE_TTL_S:
+            if time.time() - pool.sealed_at + duration_s + RUN_MARGIN_S > CODE_TTL_S:
                 took = time.time() - pool.sealed_at
                 raise BenchFailure(f"building the pool took {took:.0f} s: its codes would expire in the run")
             run = run_wrk(base_url, sizes, duration_s, ["pool", str(pool_path)])
+            watch.check("a run of scans")
             pool_path.unlink()
             return run, pool
 
@@ -395,6 +425,7 @@ def bench(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, repor
         raise
     finally:
         processes.stop_all()
+        watch.close()
 
     problems += cross_checked([*warms, *loads], recorded, readings)
     best = max(loads, key=lambda run: run["rps"])
@@ -474,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "setup": {"workers": WORKERS, "wrk_threads": 1, "code_ttl_s": CODE_TTL_S, **asdict(sizes)},
     }
+    # The machine may be shared: how busy it was belongs with the figures.
+    report["machine"]["load_average_before"] = [round(x, 2) for x in os.getloadavg()]
     work_dir = Path(tempfile.mkdtemp(prefix="ehc-bench-scan-"))
     try:
         problems = bench(sizes, work_dir, args.database_url, args.redis_url, report)
@@ -485,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
             flush_redis_db(args.redis_url)
         except Exception as exc:  # noqa: BLE001 - cleanup must not hide the real outcome
             note(f"could not flush {args.redis_url}: {exc}")
+    report["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     report["passed"] = not problems
     report["problems"] = problems
     print(json.dumps(report, ensure_ascii=False, indent=2))
