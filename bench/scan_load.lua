@@ -5,13 +5,14 @@
 --   wrk -t1 -c32 -d20s -s bench/scan_load.lua http://127.0.0.1:PORT -- pool FILE
 --   wrk -t1 -c32 -d20s -s bench/scan_load.lua http://127.0.0.1:PORT -- get /healthz
 --
--- "pool FILE": records of "TAG KIND VUID LENGTH\n" followed by LENGTH bytes of a complete
--- HTTP/1.1 request carrying "X-Request-Id: TAG" (the platform echoes it). KIND "f" is a
--- fresh code: its answer must be 200 for that card (VUID) as a dynamic code. KIND "r" is a
--- replay of a code whose first answer came back before the replay was sent (the pool puts
--- it more than the connection count after the original, and one thread sends in pool
--- order): its answer must be 409 CODE_USED. One thread only: several would break that order.
--- "get PATH": the same GET every time (the baseline), every answer 200.
+-- "pool FILE": records of "TAG KIND VUID AFTER LENGTH\n" followed by LENGTH bytes of a
+-- complete HTTP/1.1 request carrying "X-Request-Id: TAG" (the platform echoes it), sent in
+-- pool order. KIND "f" is a fresh code: its answer must be 200 for that card (VUID) as a
+-- dynamic code. KIND "r" is a replay of the code of request AFTER: it is held back until
+-- AFTER's answer has come back (a connection may still wait for an old answer while the
+-- others move on, so pool distance alone proves nothing), and its answer must be 409
+-- CODE_USED. One thread only: the answers seen are this thread's. "get PATH": the same GET
+-- every time (the baseline), every answer 200.
 --
 -- done() prints one line
 --   BENCH_RESULT {...json...}
@@ -26,9 +27,10 @@ end
 
 -- Per-thread state.
 local pool, expect, answered = {}, {}, {}
+local held = {}  -- replays reached before their original's answer, oldest first
 local next_index = 1
 local fixed_request = nil
-loaded, exhausted = 0, 0
+loaded, exhausted, held_back = 0, 0, 0
 sent_fresh, sent_replay, sent_get = 0, 0, 0
 fresh_ok, fresh_bad, replay_used, replay_bad = 0, 0, 0, 0
 get_ok, get_bad, untagged, duplicated = 0, 0, 0, 0
@@ -42,9 +44,9 @@ local function read_pool(path)
   while position <= #data do
     local newline = data:find("\n", position, true)
     if newline == nil then break end
-    local tag, kind, vuid, length = data:sub(position, newline - 1):match("^(%S+) (%a) (%x+) (%d+)$")
+    local tag, kind, vuid, after, length = data:sub(position, newline - 1):match("^(%S+) (%a) (%x+) (%S+) (%d+)$")
     length = tonumber(length)
-    pool[#pool + 1] = { tag = tag, kind = kind, raw = data:sub(newline + 1, newline + length) }
+    pool[#pool + 1] = { tag = tag, kind = kind, after = after, raw = data:sub(newline + 1, newline + length) }
     expect[tag] = { kind = kind, vuid = vuid }
     position = newline + length + 1
   end
@@ -66,16 +68,30 @@ function request()
     sent_get = sent_get + 1
     return fixed_request
   end
+  local record = nil
+  for index, waiting in ipairs(held) do
+    if answered[waiting.after] then
+      record = table.remove(held, index)
+      break
+    end
+  end
   -- Not #pool: taken requests leave holes, and # of a table with holes may be any border.
-  if next_index > loaded then
+  while record == nil and next_index <= loaded do
+    record = pool[next_index]
+    pool[next_index] = nil
+    next_index = next_index + 1
+    if record.kind == "r" and not answered[record.after] then
+      held[#held + 1] = record
+      held_back = held_back + 1
+      record = nil
+    end
+  end
+  if record == nil then
     -- Out of requests: never send one twice. Stop; bench/scan_load.py fails the run.
     exhausted = exhausted + 1
     wrk.thread:stop()
     return wrk.format("GET", "/healthz", { ["X-Request-Id"] = EXHAUSTED_TAG })
   end
-  local record = pool[next_index]
-  pool[next_index] = nil
-  next_index = next_index + 1
   if record.kind == "f" then sent_fresh = sent_fresh + 1 else sent_replay = sent_replay + 1 end
   return record.raw
 end
@@ -129,7 +145,7 @@ end
 
 function done(summary, latency, requests)
   local keys = {
-    "loaded", "exhausted", "sent_fresh", "sent_replay", "sent_get", "fresh_ok", "fresh_bad",
+    "loaded", "exhausted", "held_back", "sent_fresh", "sent_replay", "sent_get", "fresh_ok", "fresh_bad",
     "replay_used", "replay_bad", "get_ok", "get_bad", "untagged", "duplicated",
   }
   local totals, parts = {}, {}

@@ -14,9 +14,9 @@ costs the two cores almost nothing while it runs:
   and decoded with zxing-cpp, which must read back every issued text exactly; the decoded
   texts are what those requests carry (scanning is not on the hot path);
 - replays, ``replay_share`` of the requests: a code already verified, shown again at
-  another terminal (a screenshot). A replay sits more than ``connections`` requests after
-  its original, so with one wrk thread sending in pool order the original's answer has
-  come back before the replay leaves;
+  another terminal (a screenshot), a few hundred requests after its original; the wrk
+  script holds a replay back until its original's answer has come back (one wrk thread,
+  so it sees every answer);
 - every request signed by its terminal (HMAC-SM3, its own nonce) and tagged with an
   ``X-Request-Id`` the platform echoes, so each answer is matched to its request.
 
@@ -102,7 +102,7 @@ class Sizes:
     rounds: int
     decode_sample: int  # codes per pool drawn and decoded before the run
     replay_share: float = 0.1
-    replay_spread: int = 400  # how much later than the earliest allowed position a replay may come
+    replay_spread: int = 400  # a replay comes up to this many requests after its original
 
 
 FULL = Sizes(terminals=64, cards=200, connections=32, warmup_s=3, duration_s=20, rounds=3, decode_sample=42)
@@ -166,27 +166,30 @@ class PoolBuilder:
                 codes[index] = (vuid, reading.text)
         return codes, readings
 
-    def _order(self, fresh: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
-        """(kind, vuid, text) in sending order: replays after their originals by > connections."""
+    def _order(self, fresh: list[tuple[str, str]]) -> list[tuple[str, str, str, int | None]]:
+        """(kind, vuid, text, original's position) in sending order, replays a little after originals.
+
+        bench/scan_load.lua holds a replay back until its original's answer has come back.
+        """
         sizes = self._sizes
         chance = sizes.replay_share / (1 - sizes.replay_share)  # replays per fresh code
-        due: list[tuple[int, int, str, str]] = []  # (position, tie-break, vuid, text)
-        ordered: list[tuple[str, str, str]] = []
+        due: list[tuple[int, int, str, str]] = []  # (position, original's position, vuid, text)
+        ordered: list[tuple[str, str, str, int | None]] = []
         fresh_iter = iter(fresh)
         while True:
             position = len(ordered)
             if due and due[0][0] <= position:
-                _, _, vuid, text = heapq.heappop(due)
-                ordered.append(("r", vuid, text))
+                _, original, vuid, text = heapq.heappop(due)
+                ordered.append(("r", vuid, text, original))
                 continue
             item = next(fresh_iter, None)
             if item is None:
                 break
-            ordered.append(("f", *item))
+            ordered.append(("f", *item, None))
             if self._rng.random() < chance:
-                later = position + sizes.connections + 1 + self._rng.randrange(sizes.replay_spread)
+                later = position + 1 + self._rng.randrange(sizes.replay_spread)
                 heapq.heappush(due, (later, position, *item))
-        return ordered  # replays still due past the end are left out: their originals may be unanswered
+        return ordered  # replays still due past the end are left out
 
     def write(self, path: Path, requests: int) -> Pool:
         sealed_at = time.time()
@@ -195,19 +198,24 @@ class PoolBuilder:
         ordered = self._order(fresh)
         signed_at = time.time()
         run_id = secrets.token_hex(3)
+
+        def tag(kind: str, position: int) -> str:
+            return f"scan-{run_id}-{kind}{position:08d}"
+
         with open(path, "wb") as out:
-            for index, (kind, vuid, text) in enumerate(ordered):
+            for index, (kind, vuid, text, original) in enumerate(ordered):
                 terminal = self._terminals[index % len(self._terminals)]
                 body = {"qr_code_text": text, "scene": SCENES[index % len(SCENES)]}
                 headers, content = build_request(*astuple(terminal), "POST", VERIFY_PATH, body)
-                tag = f"scan-{run_id}-{kind}{index:08d}"
-                head = f"POST {VERIFY_PATH} HTTP/1.1\r\nHost: {self._host}\r\nX-Request-Id: {tag}\r\n"
+                head = f"POST {VERIFY_PATH} HTTP/1.1\r\nHost: {self._host}\r\n"
+                head += f"X-Request-Id: {tag(kind, index)}\r\n"
                 head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
                 head += f"Content-Length: {len(content)}\r\n\r\n"
                 raw = head.encode("ascii") + content
-                out.write(f"{tag} {kind} {vuid} {len(raw)}\n".encode("ascii"))
+                after = "-" if original is None else tag("f", original)
+                out.write(f"{tag(kind, index)} {kind} {vuid} {after} {len(raw)}\n".encode("ascii"))
                 out.write(raw)
-        replays = sum(1 for kind, _, _ in ordered if kind == "r")
+        replays = sum(1 for kind, *_ in ordered if kind == "r")
         return Pool(path, len(ordered) - replays, replays, sealed_at, signed_at, readings)
 
 
@@ -293,7 +301,8 @@ def load_figures(run: dict) -> dict:
         "fresh": {"sent": run["sent_fresh"], "verified_200": run["fresh_ok"], "refused": run["fresh_bad"],
                   "unanswered_at_stop": fresh_in_flight},
         "replays": {"sent": run["sent_replay"], "refused_409_code_used": run["replay_used"],
-                    "accepted_or_other": run["replay_bad"], "unanswered_at_stop": replays_in_flight},
+                    "accepted_or_other": run["replay_bad"], "unanswered_at_stop": replays_in_flight,
+                    "held_for_the_original_answer": run["held_back"]},
     }  # fmt: skip
 
 
