@@ -1,8 +1,11 @@
 """Access management service (SPEC §5): register, approve, disable, credentials, policy.
 
-The signed-request check reads clients through ``client_for_auth``, which keeps a short
-Redis copy of each client; every change here deletes that copy, so approval, disabling
-and policy changes reach every worker on the next request.
+The signed-request check reads clients as stamped records (``cardcore.cache``): a short
+copy in the shared cache, decoded once per worker. Every change here replaces the stamp,
+and a request acts only after confirming, in the same atomic step that claims its nonce
+(``claim``, or inside the script of the service that acts), that the records it was
+checked against still carry the stamps it read. So approval, disabling, a new secret and
+policy changes hold from the very next request on every worker.
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cardcore import errors
+from cardcore.cache import STAMPS_CHECK_LUA, LuaScript, Stamped, StampedRecords
 from cardcore.models import Client, ClientKind, ClientStatus
 from cardcore.runtime import Runtime
 
@@ -40,10 +44,6 @@ FUNCTIONS = {
 SCOPES = {
     "identity.full": "see unmasked identity numbers and phones in verification results",
 }
-
-
-def _cache_key(client_id: str) -> str:
-    return f"client:{client_id}"
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ async def register_client(
         secret_sealed=rt.vault.encrypt_text(secret),
         ip_allowlist=_validated_allowlist(ip_allowlist or []),
     )
-    await rt.redis.delete(_cache_key(client.client_id))
+    await CLIENT_RECORDS.changed(rt, client.client_id)
     return client, secret
 
 
@@ -170,7 +170,7 @@ async def list_clients(
 
 async def _changed(rt: Runtime, client: Client) -> Client:
     await client.save()
-    await rt.redis.delete(_cache_key(client.client_id))
+    await CLIENT_RECORDS.changed(rt, client.client_id)
     return client
 
 
@@ -207,32 +207,26 @@ async def update_policy(
     return await _changed(rt, client)
 
 
-async def client_for_auth(rt: Runtime, client_id: str) -> AuthClient | None:
-    """The client behind a signed request, from the Redis copy or the database."""
-    if not client_id or len(client_id) > 40:
+async def _read_client(rt: Runtime, client_id: str) -> bytes:
+    client = await Client.get_or_none(client_id=client_id)
+    # Unknown ids are remembered too, so a flood of them does not reach the database.
+    record = None if client is None else {
+        "client_id": client.client_id,
+        "kind": client.kind.value,
+        "status": client.status.value,
+        "institution_id": client.institution_id,
+        "secret_sealed": client.secret_sealed,
+        "disabled_functions": client.disabled_functions,
+        "ip_allowlist": client.ip_allowlist,
+        "scopes": client.scopes,
+    }
+    return json.dumps(record).encode()
+
+
+def _decode_client(rt: Runtime, payload: bytes) -> AuthClient | None:
+    record = json.loads(payload)
+    if record is None:
         return None
-    key = _cache_key(client_id)
-    cached = await rt.redis.get(key)
-    if cached is not None:
-        record = json.loads(cached)
-        if record is None:
-            return None
-    else:
-        client = await Client.get_or_none(client_id=client_id)
-        record = None if client is None else {
-            "client_id": client.client_id,
-            "kind": client.kind.value,
-            "status": client.status.value,
-            "institution_id": client.institution_id,
-            "secret_sealed": client.secret_sealed,
-            "disabled_functions": client.disabled_functions,
-            "ip_allowlist": client.ip_allowlist,
-            "scopes": client.scopes,
-        }
-        # Unknown ids are remembered too, so a flood of them does not reach the database.
-        await rt.redis.set(key, json.dumps(record), ex=rt.settings.client_cache_ttl_s)
-        if record is None:
-            return None
     return AuthClient(
         client_id=record["client_id"],
         kind=ClientKind(record["kind"]),
@@ -243,3 +237,94 @@ async def client_for_auth(rt: Runtime, client_id: str) -> AuthClient | None:
         ip_allowlist=tuple(record["ip_allowlist"]),
         scopes=frozenset(record["scopes"]),
     )
+
+
+CLIENT_RECORDS: StampedRecords[AuthClient | None] = StampedRecords(
+    "client:", ttl_s=lambda rt: rt.settings.client_cache_ttl_s, read=_read_client, decode=_decode_client
+)
+
+
+def _valid_client_id(client_id: str) -> bool:
+    return bool(client_id) and len(client_id) <= 40
+
+
+async def client_for_auth(rt: Runtime, client_id: str) -> AuthClient | None:
+    """The client behind a signed request as the shared cache holds it now."""
+    if not _valid_client_id(client_id):
+        return None
+    return (await CLIENT_RECORDS.current(rt, client_id)).value
+
+
+# --- the guard of a signed request ---------------------------------------------------------
+
+
+class StaleGuard(Exception):
+    """A record a request was checked against changed before the request took effect.
+
+    Nothing happened yet: the caller checks the request again on current records.
+    Not a PlatformError: it never reaches a client.
+    """
+
+
+@dataclass
+class RequestGuard:
+    """What a signed request was accepted on, confirmed atomically with its first effect.
+
+    ``records`` are the stamped client records the checks read (possibly this worker's
+    copies); ``claim`` (or a service's own script, see ``guard_keys``) confirms their stamps
+    and takes the nonce in one step.
+    """
+
+    nonce_key: str
+    nonce_ttl_s: int
+    records: list[Stamped] = field(default_factory=list)
+    claimed: bool = False
+
+    async def client(self, rt: Runtime, client_id: str, *, current: bool) -> AuthClient | None:
+        """A client record, remembered as one the request depends on."""
+        if not _valid_client_id(client_id):
+            return None
+        read = CLIENT_RECORDS.current if current else CLIENT_RECORDS.cached
+        record = await read(rt, client_id)
+        self.records.append(record)
+        return record.value
+
+    def guard_keys(self, extra: list[Stamped] = ()) -> tuple[list, list]:
+        """KEYS and ARGV for CLAIM_LUA's claim_request(n): the records (then ``extra``
+        records a service checks along), then the nonce."""
+        records = [*self.records, *extra]
+        return [r.key for r in records] + [self.nonce_key], [r.stamp for r in records] + [self.nonce_ttl_s]
+
+    def settle(self, rt: Runtime, outcome: int) -> None:
+        """Act on claim_request's answer: stale record, replayed nonce, or claimed."""
+        if outcome > 0:
+            rt.copies.drop(self.records[outcome - 1].key)
+            raise StaleGuard(self.records[outcome - 1].key)
+        if outcome < 0:
+            raise errors.ReplayedRequest()
+        self.claimed = True
+
+
+# Lua: claim_request(n): KEYS[1..n] records with expected stamps ARGV[1..n], KEYS[n+1] the
+# nonce, ARGV[n+1] its lifetime in seconds. Returns the position of a changed record, -1 for
+# a nonce already used, 0 when the nonce is now taken.
+CLAIM_LUA = STAMPS_CHECK_LUA + """
+local function claim_request(n)
+  local stale = changed_record(n)
+  if stale > 0 then
+    return stale
+  end
+  if not redis.call('SET', KEYS[n + 1], '1', 'NX', 'EX', ARGV[n + 1]) then
+    return -1
+  end
+  return 0
+end
+"""
+
+_CLAIM = LuaScript(CLAIM_LUA + "return claim_request(#KEYS - 1)\n")
+
+
+async def claim(rt: Runtime, guard: RequestGuard) -> None:
+    """Confirm the records and take the nonce (StaleGuard / ReplayedRequest otherwise)."""
+    keys, args = guard.guard_keys()
+    guard.settle(rt, int(await _CLAIM(rt.redis, keys, args)))

@@ -1,12 +1,36 @@
 """The shared cache: Redis in production, in-process fakeredis as the embedded default.
 
 One-time codes, nonces, rate limits and lockouts live here, so every worker on every
-host sees the same state. fakeredis is only correct for a single process.
+host sees the same state. fakeredis is only correct for a single process; it runs the
+Lua scripts below through lupa.
+
+Two tools for the hot paths:
+
+- ``LuaScript``: several reads and writes that must happen together or not at all, in
+  one round trip (Redis runs a script atomically).
+- ``StampedRecords``: copies of database records (a client, a card) kept in the shared
+  cache for a while, each under a random *stamp* that changes with every write. A worker
+  keeps the decoded copy in memory (``LocalCopies``) and may act on it only inside a
+  script that first checks that the shared cache still holds the same stamp: a change
+  made through any worker replaces the stamp, so the very next request anywhere sees it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import secrets
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, NamedTuple, TypeVar
+
 import redis.asyncio as redis
+from redis.exceptions import NoScriptError, ResponseError
+
+T = TypeVar("T")
+
+STAMP_LENGTH = 16  # hex characters in front of every stamped record
 
 
 def create_redis(redis_url: str) -> redis.Redis:
@@ -15,3 +39,224 @@ def create_redis(redis_url: str) -> redis.Redis:
     import fakeredis
 
     return fakeredis.FakeAsyncRedis(decode_responses=False)
+
+
+class LuaScript:
+    """A Lua script the shared cache runs atomically (EVALSHA; loaded on first use).
+
+    Calls made by concurrent requests of one worker in the same turn of the event loop
+    travel together (``_ScriptBatch``): one write and one read for all of them instead of
+    a round trip each. Each script still runs on its own and atomically, in call order.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def __call__(self, client: redis.Redis, keys: list[str], args: list[Any]) -> Any:
+        batch = _batches.get(client)
+        if batch is None:
+            batch = _batches[client] = _ScriptBatch(client)
+        return await batch.call(self, keys, args)
+
+
+class _ScriptBatch:
+    """Script calls waiting for the end of the current event-loop turn, sent as one pipeline."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client_ref = weakref.ref(client)  # _batches holds this per client, weakly
+        self._waiting: list[tuple[LuaScript, list, list, asyncio.Future]] = []
+
+    @property
+    def _client(self) -> redis.Redis:
+        client = self._client_ref()
+        if client is None:
+            raise RuntimeError("the shared-cache client was closed")
+        return client
+
+    def call(self, script: LuaScript, keys: list, args: list) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._send)  # after every task that is ready in this turn
+        self._waiting.append((script, keys, args, future))
+        return future
+
+    def _send(self) -> None:
+        calls, self._waiting = self._waiting, []
+        asyncio.get_running_loop().create_task(self._run(calls))
+
+    async def _run(self, calls: list) -> None:
+        try:
+            results = await self._pipeline(calls)
+            missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+            if missing:  # a restarted or flushed cache: load the scripts and send those again
+                for script in {calls[i][0] for i in missing}:
+                    await self._client.script_load(script.source)
+                for i, result in zip(missing, await self._pipeline([calls[i] for i in missing])):
+                    results[i] = result
+        except BaseException as exc:  # the connection failed: every caller learns it
+            for *_, future in calls:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (*_, future), result in zip(calls, results):
+            if future.done():  # the caller gave up waiting
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def _pipeline(self, calls: list) -> list:
+        if len(calls) == 1:  # alone in its turn: a plain command costs less than a pipeline
+            script, keys, args, _ = calls[0]
+            try:
+                return [await self._client.evalsha(script.sha, len(keys), *keys, *args)]
+            except ResponseError as exc:
+                return [exc]
+        pipe = self._client.pipeline(transaction=False)
+        for script, keys, args, _ in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        return await pipe.execute(raise_on_error=False)
+
+
+_batches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+# Lua: the stamp checks every script that acts on local copies starts with. KEYS[1..n]
+# are the records, ARGV[1..n] their expected stamps; returns the position of the first
+# record whose stamp changed (or that is gone), 0 when all are as expected.
+STAMPS_CHECK_LUA = f"""
+local function changed_record(n)
+  for i = 1, n do
+    local value = redis.call('GET', KEYS[i])
+    if not value or string.sub(value, 1, {STAMP_LENGTH}) ~= ARGV[i] then
+      return i
+    end
+  end
+  return 0
+end
+"""
+
+
+# KEYS[1] a record, ARGV[1] the tombstone read from it, ARGV[2] the payload read from the
+# database after, ARGV[3] the record's lifetime: the payload replaces the tombstone, under
+# its stamp, unless the record changed again meanwhile.
+_FILL_TOMBSTONE = LuaScript("""
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1] .. ARGV[2], 'EX', ARGV[3])
+end
+return 0
+""")
+
+
+class Stamped(NamedTuple, Generic[T]):
+    """A decoded record and the stamp it was read under."""
+
+    key: str
+    stamp: str
+    value: T
+
+
+class LocalCopies:
+    """A worker's decoded copies of stamped records, bounded in number and age."""
+
+    def __init__(self, max_entries: int = 20_000) -> None:
+        self.max_entries = max_entries
+        self._items: dict[str, tuple[float, Stamped]] = {}
+
+    def get(self, key: str, max_age_s: float) -> Stamped | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        if time.monotonic() - item[0] > max_age_s:
+            self._items.pop(key, None)
+            return None
+        return item[1]
+
+    def put(self, record: Stamped) -> None:
+        items = self._items
+        items.pop(record.key, None)
+        while len(items) >= self.max_entries:
+            items.pop(next(iter(items)))  # the oldest copy goes first
+        items[record.key] = (time.monotonic(), record)
+
+    def drop(self, key: str) -> None:
+        self._items.pop(key, None)
+
+
+class StampedRecords(Generic[T]):
+    """One kind of stamped record: its key prefix, lifetime, and how it is read and decoded.
+
+    The shared cache holds ``stamp ‖ payload`` for ``ttl_s``. A change writes a tombstone
+    (a new stamp, empty payload) instead of deleting, so that a worker still holding data
+    it read from the database before the change cannot put it back (it only ever adds a
+    record with SET NX); the tombstone lives ``tombstone_s``, longer than any such read.
+    """
+
+    def __init__(
+        self,
+        prefix: str,
+        *,
+        ttl_s: int | Callable[[Any], int],
+        tombstone_s: int = 60,
+        read: Callable[[Any, str], Awaitable[bytes]],
+        decode: Callable[[Any, bytes], T],
+    ) -> None:
+        self.prefix = prefix
+        self._ttl_s = ttl_s if callable(ttl_s) else (lambda rt: ttl_s)  # seconds, possibly from rt's settings
+        self.tombstone_s = tombstone_s
+        self._read = read  # (rt, id) -> payload bytes from the database
+        self._decode = decode  # (rt, payload) -> the worker's object
+
+    def key(self, record_id: str) -> str:
+        return f"{self.prefix}{record_id}"
+
+    def local(self, rt, record_id: str) -> Stamped[T] | None:
+        """The worker's copy, without any I/O. Act on it only behind a stamp check."""
+        return rt.copies.get(self.key(record_id), self._ttl_s(rt))
+
+    def forget(self, rt, record_id: str) -> None:
+        rt.copies.drop(self.key(record_id))
+
+    async def current(self, rt, record_id: str) -> Stamped[T]:
+        """The record as the shared cache holds it now (reading the database when it has none)."""
+        key, ttl_s = self.key(record_id), self._ttl_s(rt)
+        for _ in range(5):
+            raw = await rt.redis.get(key)
+            if raw is not None:
+                stamp = raw[:STAMP_LENGTH].decode()
+                copy = rt.copies.get(key, ttl_s)
+                if copy is not None and copy.stamp == stamp:
+                    return copy
+                if len(raw) > STAMP_LENGTH:
+                    return self._keep(rt, Stamped(key, stamp, self._decode(rt, raw[STAMP_LENGTH:])))
+                # A tombstone: the record changed a moment ago. What is read from the
+                # database now is at least as new as that change, so it may stand under this
+                # stamp, in this worker and (while the tombstone is still there) in the cache.
+                payload = await self._read(rt, record_id)
+                await _FILL_TOMBSTONE(rt.redis, [key], [raw, payload, ttl_s])
+                return self._keep(rt, Stamped(key, stamp, self._decode(rt, payload)))
+            payload = await self._read(rt, record_id)
+            stamp = secrets.token_hex(STAMP_LENGTH // 2)
+            if await rt.redis.set(key, stamp.encode() + payload, nx=True, ex=ttl_s):
+                return self._keep(rt, Stamped(key, stamp, self._decode(rt, payload)))
+            # Another worker stored it (or it changed) meanwhile: read that instead.
+        raise RuntimeError(f"record {key} changes faster than it can be read")
+
+    async def cached(self, rt, record_id: str) -> Stamped[T]:
+        """The worker's copy when it has one (checked later, atomically), else ``current``."""
+        return self.local(rt, record_id) or await self.current(rt, record_id)
+
+    async def changed(self, rt, record_id: str) -> None:
+        """Call after a change to the record is committed: every copy anywhere is now stale."""
+        key = self.key(record_id)
+        rt.copies.drop(key)
+        await rt.redis.set(key, secrets.token_hex(STAMP_LENGTH // 2).encode(), ex=self.tombstone_s)
+
+    def _keep(self, rt, record: Stamped[T]) -> Stamped[T]:
+        rt.copies.put(record)
+        return record

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from cardcore import audit, errors
+from cardcore.cache import StampedRecords
 from cardcore.codes import CodeText, derive_vuid
 from cardcore.empi import service as empi
 from cardcore.identity import Identity
@@ -15,6 +18,7 @@ from cardcore.runtime import Runtime
 
 # Fields an update may change; the identity document itself never changes a card.
 UPDATABLE_FIELDS = ("name", "nation", "phone", "address")
+CARD_RECORD_S = 300
 
 
 class IdentityMismatch(errors.PlatformError):
@@ -54,6 +58,7 @@ async def register_card(rt: Runtime, identity: Identity, actor: audit.Actor) -> 
         if existing is None:
             raise
         return existing, False
+    await CARD_RECORDS.changed(rt, vuid)  # it may be remembered as unknown
     return await get_card(vuid), True
 
 
@@ -105,7 +110,7 @@ async def update_person(rt: Runtime, health_card_id: str, changes: dict, actor: 
     async with in_transaction():
         await person.save()
         await audit.record(actor, "card.update", health_card_id, fields=sorted(changes))
-    await rt.redis.delete(card_cache_key(health_card_id))
+    await CARD_RECORDS.changed(rt, health_card_id)
     return await get_card(health_card_id)
 
 
@@ -125,9 +130,45 @@ async def change_status(rt: Runtime, health_card_id: str, action: str, actor: au
             card = await get_card(health_card_id)
             raise errors.Conflict(f"a {card.status.value} card cannot {action}", code="CARD_STATE_CONFLICT")
         await audit.record(actor, f"card.{action}", health_card_id, reason=reason)
-    await rt.redis.delete(card_cache_key(health_card_id))
+    await CARD_RECORDS.changed(rt, health_card_id)
     return await get_card(health_card_id)
 
 
-def card_cache_key(health_card_id: str) -> str:
-    return f"card:{health_card_id}"
+# --- what verification needs of a card, as a stamped record ---------------------------------
+
+
+async def _read_facts(rt: Runtime, health_card_id: str) -> bytes:
+    card = await Card.get_or_none(health_card_id=health_card_id).prefetch_related("identifier__person")
+    if card is None:
+        return b"null"  # unknown cards are remembered too; registering one replaces the record
+    person = card.identifier.person
+    facts = {
+        "health_card_id": card.health_card_id,
+        "status": card.status.value,
+        "auth_level": card.auth_level.value,
+        "empi_id": person.empi_id,
+        "name_sealed": person.name_sealed,
+        "gender": person.gender,
+        "id_type": card.identifier.id_type,
+        "number_sealed": card.identifier.number_sealed,
+    }
+    return json.dumps(facts).encode()
+
+
+def _opened_facts(rt: Runtime, payload: bytes) -> dict | None:
+    facts = json.loads(payload)
+    if facts is None:
+        return None
+    return {
+        **{k: v for k, v in facts.items() if not k.endswith("_sealed")},
+        "name": rt.vault.decrypt_text(facts["name_sealed"]),
+        "id_number": rt.vault.decrypt_text(facts["number_sealed"]),
+    }
+
+
+# Status, auth level and identity of a card (None: no such card). The shared cache keeps
+# them sealed; a worker's copy is opened. Every change to a card or its holder calls
+# CARD_RECORDS.changed() after it commits.
+CARD_RECORDS: StampedRecords[dict | None] = StampedRecords(
+    "card:", ttl_s=CARD_RECORD_S, read=_read_facts, decode=_opened_facts
+)

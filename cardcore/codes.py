@@ -17,11 +17,11 @@ contains a '.'.
 
 from __future__ import annotations
 
+import binascii
 import os
 import re
 import secrets
 import struct
-from dataclasses import dataclass
 from hmac import compare_digest
 from typing import Literal, NamedTuple
 
@@ -49,6 +49,9 @@ _PLAIN_DYNAMIC = re.compile(r"([0-9A-F]{64}):0:([0-9A-F]{32})")
 _vuid_ok = _VUID.fullmatch
 _valid_ok = _VALID.fullmatch
 _plain_dynamic = _PLAIN_DYNAMIC.fullmatch
+
+# Builds a named tuple from fields already checked, without its checking constructor.
+_tuple_new = tuple.__new__
 
 # Characters a scanner may add around what it read (CR/LF suffixes, padding spaces).
 _SCANNER_WHITESPACE = " \t\r\n"
@@ -92,20 +95,40 @@ def derive_vuid(
 # --- QR text ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class CodeText:
-    """One QR payload. Constructing it checks every field, so ``format()`` always parses back."""
-
+class _CodeFields(NamedTuple):
     vuid: str
     kind: CodeKind
     valid: str | None = None
     token: str | None = None
     issuer: str | None = None
 
-    def __post_init__(self) -> None:
-        problem = _field_problem(self)
+
+class CodeText(_CodeFields):
+    """One QR payload. Constructing it checks every field, so ``format()`` always parses back.
+
+    An immutable value (a named tuple: cheap to build, which the verifier does for every
+    scan); two codes are equal when their fields are.
+    """
+
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        vuid: str,
+        kind: CodeKind,
+        valid: str | None = None,
+        token: str | None = None,
+        issuer: str | None = None,
+    ) -> "CodeText":
+        code = _tuple_new(cls, (vuid, kind, valid, token, issuer))
+        problem = _field_problem(code)
         if problem:
             raise ValueError(problem)
+        return code
+
+    @classmethod
+    def _make(cls, iterable) -> "CodeText":  # what _replace() builds with: checked as well
+        return cls(*iterable)
 
     @classmethod
     def static(cls, vuid: str, *, issuer: str | None = None) -> "CodeText":
@@ -116,24 +139,25 @@ class CodeText:
         cls, vuid: str, valid: str, *, token: str | None = None, issuer: str | None = None
     ) -> "CodeText":
         """A dynamic code, or the combined pay code when a channel payment token is given."""
-        if token is None and issuer is None and cls is CodeText and type(vuid) is str and type(valid) is str:
+        if token is None and issuer is None and type(vuid) is str and type(valid) is str:
             # The code every resident's page shows: _field_problem's checks for this form.
             if _vuid_ok(vuid) and _valid_ok(valid):
-                return _plain_dynamic_code(vuid, valid)
+                return _tuple_new(cls, (vuid, "dynamic", valid, None, None))
         kind = "dynamic" if token is None else "combined"
         return cls(vuid, kind, valid=valid, token=token, issuer=issuer)
 
     def format(self) -> str:
-        if self.kind == "dynamic" and self.issuer is None:
-            return f"{self.vuid}:{DYNAMIC_FLAG}:{self.valid}"
-        if self.kind == "static":
-            fields = [self.vuid, STATIC_FLAG]
+        vuid, kind, valid, token, issuer = self
+        if kind == "dynamic" and issuer is None:
+            return f"{vuid}:{DYNAMIC_FLAG}:{valid}"
+        if kind == "static":
+            fields = [vuid, STATIC_FLAG]
         else:
-            fields = [self.vuid, DYNAMIC_FLAG, self.valid]
-            if self.kind == "combined":
-                fields.append(self.token)
-        if self.issuer is not None:
-            fields.append(self.issuer)
+            fields = [vuid, DYNAMIC_FLAG, valid]
+            if kind == "combined":
+                fields.append(token)
+        if issuer is not None:
+            fields.append(issuer)
         return ":".join(fields)
 
 
@@ -148,7 +172,7 @@ def parse_code_text(text: str) -> CodeText:
     text = text.strip(_SCANNER_WHITESPACE)
     plain = _plain_dynamic(text)
     if plain is not None:  # VUID:0:VALID, every field already checked by the match
-        return _plain_dynamic_code(plain[1], plain[2])
+        return _tuple_new(CodeText, (plain[1], "dynamic", plain[2], None, None))
     if not text:
         raise errors.CodeMalformed("code text is empty")
     if len(text) > MAX_CODE_TEXT_LENGTH:
@@ -178,28 +202,6 @@ def parse_code_text(text: str) -> CodeText:
             token = extra[0]
         return _checked(CodeText.dynamic, vuid, valid, token=token, issuer=issuer)
     raise errors.CodeMalformed("type flag (second field) must be 1 (static) or 0 (dynamic)")
-
-
-_new_object = object.__new__
-
-
-def _plain_dynamic_code(vuid: str, valid: str) -> CodeText:
-    """CodeText(vuid, "dynamic", valid) for fields the caller has already checked."""
-    code = _new_object(CodeText)
-    _set_vuid(code, vuid)
-    _set_kind(code, "dynamic")
-    _set_valid(code, valid)
-    _set_token(code, None)
-    _set_issuer(code, None)
-    return code
-
-
-# The slot setters of the frozen dataclass (what its generated __init__ uses, minus the lookups).
-_set_vuid = CodeText.vuid.__set__
-_set_kind = CodeText.kind.__set__
-_set_valid = CodeText.valid.__set__
-_set_token = CodeText.token.__set__
-_set_issuer = CodeText.issuer.__set__
 
 
 def _checked(build, *fields, **optional_fields) -> CodeText:
@@ -248,9 +250,10 @@ class ValidInfo(NamedTuple):
 _TIME_AND_SERIAL = struct.Struct(">II")
 _TAG_LENGTH = 8
 _HEAD_LENGTH = _TIME_AND_SERIAL.size
+_pack_head = _TIME_AND_SERIAL.pack
 _unpack_head = _TIME_AND_SERIAL.unpack
-_tuple_new = tuple.__new__
-_sm3 = crypto.sm3
+_new_sm3 = crypto.new_sm3
+_unhex = binascii.a2b_hex  # for text already checked to be hex: half the cost of bytes.fromhex
 
 # Serials come from os.urandom like secrets.token_bytes, but 1024 at a time: one system
 # call per code was a fifth of the cost of issuing it. A forked child starts a pool of
@@ -288,9 +291,10 @@ def seal_valid(vault: KeyVault, vuid: str, expires_at_s: int) -> str:
         raise ValueError(f"VUID must be exactly {VUID_HEX_LENGTH} uppercase hex characters")
     if not 0 <= expires_at_s < 2**32:
         raise ValueError("expires_at_s must fit in an unsigned 32-bit unix time")
-    head = expires_at_s.to_bytes(4, "big") + _next_serial().to_bytes(4, "big")
-    block = head + _sm3(vuid.encode("ascii") + head)[:_TAG_LENGTH]
-    return vault.block_cipher("protection").encrypt(block).hex().upper()
+    head = _pack_head(expires_at_s, _next_serial())
+    tag = _new_sm3()
+    tag.update(vuid.encode("ascii") + head)
+    return vault.block_cipher("protection").encrypt(head + tag.digest()[:_TAG_LENGTH]).hex().upper()
 
 
 def open_valid(vault: KeyVault, vuid: str, valid: str) -> ValidInfo:
@@ -301,24 +305,13 @@ def open_valid(vault: KeyVault, vuid: str, valid: str) -> ValidInfo:
     """
     if not _valid_ok(valid):
         raise errors.CodeMalformed(f"VALID must be exactly {VALID_HEX_LENGTH} uppercase hex characters")
-    sealed = bytes.fromhex(valid)
+    sealed = _unhex(valid)
     vuid_bytes = vuid.encode("ascii")
-    current = vault.current_version("protection")
-    info = _opened(vault, current, sealed, vuid_bytes)
-    if info is not None:
-        return info
-    for version in vault.versions("protection"):
-        if version != current:
-            info = _opened(vault, version, sealed, vuid_bytes)
-            if info is not None:
-                return info
+    for version, cipher in vault.block_ciphers("protection"):
+        block = cipher.decrypt(sealed)
+        head = block[:_HEAD_LENGTH]
+        tag = _new_sm3()
+        tag.update(vuid_bytes + head)
+        if compare_digest(block[_HEAD_LENGTH:], tag.digest()[:_TAG_LENGTH]):
+            return _tuple_new(ValidInfo, _unpack_head(head) + (version,))
     raise errors.CodeInvalid("the dynamic code does not verify for this card")
-
-
-def _opened(vault: KeyVault, version: int, sealed: bytes, vuid_bytes: bytes) -> ValidInfo | None:
-    block = vault.block_cipher("protection", version).decrypt(sealed)
-    head = block[:_HEAD_LENGTH]
-    if compare_digest(block[_HEAD_LENGTH:], _sm3(vuid_bytes + head)[:_TAG_LENGTH]):
-        expires_at_s, serial = _unpack_head(head)
-        return _tuple_new(ValidInfo, (expires_at_s, serial, version))
-    return None

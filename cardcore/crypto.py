@@ -34,7 +34,8 @@ def _stdlib_has_sm3() -> bool:
 
 if _stdlib_has_sm3():
     # Copying a fresh context is cheaper than looking the algorithm up again per call.
-    _new_sm3 = _hashlib.new("sm3").copy
+    # new_sm3() is a fresh SM3 context: update(data) as often as needed, then digest().
+    new_sm3 = _new_sm3 = _hashlib.new("sm3").copy
 
     def sm3(data: bytes) -> bytes:
         digest = _new_sm3()
@@ -46,6 +47,18 @@ if _stdlib_has_sm3():
 
 else:
     _new_sm3 = hashes.Hash(hashes.SM3()).copy
+
+    class _SM3Context:
+        """``cryptography``'s SM3 context with hashlib's method names."""
+
+        __slots__ = ("update", "digest")
+
+        def __init__(self) -> None:
+            context = _new_sm3()
+            self.update = context.update
+            self.digest = context.finalize
+
+    new_sm3 = _SM3Context
 
     def sm3(data: bytes) -> bytes:
         digest = _new_sm3()
@@ -84,18 +97,19 @@ class SM4Block:
         if len(key) != 16:
             raise ValueError("SM4 keys are 16 bytes")
         cipher = Cipher(algorithms.SM4(key), modes.ECB())
-        self._enc = cipher.encryptor()
-        self._dec = cipher.decryptor()
+        # The contexts' update methods, bound once: whole blocks in, whole blocks out.
+        self._enc = cipher.encryptor().update
+        self._dec = cipher.decryptor().update
 
     def encrypt(self, data: bytes) -> bytes:
         if len(data) % BLOCK_SIZE:
             raise ValueError("SM4 ECB input must be whole 16-byte blocks")
-        return self._enc.update(data)
+        return self._enc(data)
 
     def decrypt(self, data: bytes) -> bytes:
         if len(data) % BLOCK_SIZE:
             raise ValueError("SM4 ECB input must be whole 16-byte blocks")
-        return self._dec.update(data)
+        return self._dec(data)
 
 
 def sm4_cbc_encrypt(key: bytes, iv: bytes, data: bytes) -> bytes:

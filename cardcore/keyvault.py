@@ -51,6 +51,8 @@ class KeyVault:
         self._path = path
         self.is_dev = dev
         self._blocks: dict[tuple[str, int], crypto.SM4Block] = {}
+        # Per purpose: (version, cipher) pairs newest first; rebuilt when a key rotates.
+        self._ciphers: dict[str, tuple[tuple[int, crypto.SM4Block], ...]] = {}
         self._lock = threading.Lock()
 
     # -- loading and storing ------------------------------------------------
@@ -122,6 +124,7 @@ class KeyVault:
         with self._lock:
             new_version = self.current_version(purpose) + 1
             self._keys[purpose].append(_KeyVersion(new_version, secrets.token_bytes(16), _now()))
+            self._ciphers.pop(purpose, None)
         if self._path is not None:
             self.save()
         return new_version
@@ -159,12 +162,26 @@ class KeyVault:
 
     def block_cipher(self, purpose: str, version: int | None = None) -> crypto.SM4Block:
         """An SM4 block cipher under one key version (cached; keys stay inside)."""
+        if version is None:
+            ciphers = self._ciphers.get(purpose)
+            if ciphers is not None:
+                return ciphers[0][1]
+            return self.block_ciphers(purpose)[0][1]
         item = self._key(purpose, version)
         cache_key = (purpose, item.version)
         block = self._blocks.get(cache_key)
         if block is None:
             block = self._blocks[cache_key] = crypto.SM4Block(item.key)
         return block
+
+    def block_ciphers(self, purpose: str) -> tuple[tuple[int, crypto.SM4Block], ...]:
+        """(version, block cipher) of every version of a purpose, newest first (cached)."""
+        ciphers = self._ciphers.get(purpose)
+        if ciphers is None:
+            ciphers = self._ciphers[purpose] = tuple(
+                (version, self.block_cipher(purpose, version)) for version in self.versions(purpose)
+            )
+        return ciphers
 
     def mac(self, purpose: str, data: bytes, version: int | None = None) -> bytes:
         return crypto.hmac_sm3(self._key(purpose, version).key, data)

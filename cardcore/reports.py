@@ -6,6 +6,7 @@ from datetime import datetime
 
 from tortoise.functions import Count
 
+from cardcore import codeevents
 from cardcore.models import CodeEvent
 from cardcore.paging import newest_first
 
@@ -13,18 +14,22 @@ GROUP_FIELDS = ("action", "result", "scene", "code_type", "institution_id", "ter
 
 
 async def list_code_events(
+    rt,
     *,
     limit: int,
     cursor: str | None = None,
     institution_id: str | None = None,
     health_card_id: str | None = None,
+    action: str | None = None,
     result: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> tuple[list[CodeEvent], str | None]:
     """Newest first; the cursor is the id of the last event of the previous page."""
+    await codeevents.flush(rt)
     query = CodeEvent.all()
-    for field, value in (("institution_id", institution_id), ("health_card_id", health_card_id), ("result", result)):
+    filters = (("institution_id", institution_id), ("health_card_id", health_card_id), ("action", action), ("result", result))
+    for field, value in filters:
         if value is not None:
             query = query.filter(**{field: value})
     if since is not None:
@@ -35,6 +40,7 @@ async def list_code_events(
 
 
 async def code_stats(
+    rt,
     group_by: list[str],
     *,
     institution_id: str | None = None,
@@ -42,6 +48,7 @@ async def code_stats(
     until: datetime | None = None,
 ) -> list[dict]:
     """Counts of events grouped by any combination of GROUP_FIELDS."""
+    await codeevents.flush(rt)
     query = CodeEvent.all()
     if institution_id is not None:
         query = query.filter(institution_id=institution_id)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis.asyncio as redis
 
 from cardcore import db
-from cardcore.cache import create_redis
+from cardcore.cache import LocalCopies, create_redis
 from cardcore.keyvault import KeyVault
 from cardcore.settings import Settings
 
@@ -17,6 +17,8 @@ class Runtime:
     settings: Settings
     vault: KeyVault
     redis: redis.Redis
+    # This process's decoded copies of stamped records (clients, cards); see cardcore.cache.
+    copies: LocalCopies = field(default_factory=LocalCopies)
 
     @classmethod
     async def start(cls, settings: Settings, apps: dict[str, str] | None = None) -> "Runtime":

@@ -40,6 +40,7 @@ class Settings:
     signature_window_s: int = 300
     nonce_ttl_s: int = 600
     client_cache_ttl_s: int = 30
+    event_flush_ms: int = 250  # how often each server worker writes queued code events
     registrations_per_hour: int = 30
     proxies_count: int = 0
     log_level: str = "INFO"
@@ -120,6 +121,8 @@ class Settings:
         for name in ("worker_poll_ms", "notify_lease_s", "sweep_interval_s", "channel_query_after_s"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{self.env_name(name)} must be at least 1")
+        if self.event_flush_ms < 10:
+            raise SettingsError("EHC_EVENT_FLUSH_MS must be at least 10 milliseconds")
         return replace(self, **changes)
 
     def _provider_defaults(self, base_url: str, var_dir: Path, mocks: bool) -> dict:

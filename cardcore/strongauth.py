@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from cardcore import audit, errors, otp, ratelimit
-from cardcore.cards import card_cache_key, get_card
+from cardcore.cards import CARD_RECORDS, get_card
 from cardcore.codes import parse_code_text
 from cardcore.empi import service as empi
 from cardcore.models import AuthLevel, Card, CardStatus, ResidentAccount
@@ -61,7 +61,7 @@ async def finish_sms(rt: Runtime, account: ResidentAccount, health_card_id: str,
 
 async def mark_strong(rt: Runtime, account: ResidentAccount, health_card_id: str, method: str) -> Card:
     await Card.filter(health_card_id=health_card_id).update(auth_level=AuthLevel.strong)
-    await rt.redis.delete(card_cache_key(health_card_id))
+    await CARD_RECORDS.changed(rt, health_card_id)
     await audit.record(actor_for(account), "auth.strong", health_card_id, method=method)
     card, _ = await card_for(account, health_card_id)
     return card

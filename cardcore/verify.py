@@ -2,20 +2,27 @@
 
 Single use holds across every worker and host: a dynamic code is spent by an atomic
 SET NX in the shared cache. Three failed verifications of the same code text lock it
-for ``LOCK_S``. Every issuance and every verification, refused or not, is recorded.
+for ``LOCK_S``. Every issuance and every verification, refused or not, is recorded
+(through the queue of ``cardcore.codeevents``).
+
+A dynamic code is settled in one script (one round trip to the shared cache): it
+confirms that the card and client records the decision was made on are unchanged, claims
+the request's nonce when the caller left that to it, reads the lock, spends the code and
+queues the event, all atomically. What needs no shared state (parsing, opening VALID,
+expiry, card status) is decided before, on the worker.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from cardcore import audit, errors, otp
-from cardcore.cards import card_cache_key
+from cardcore import access, audit, codeevents, errors, otp
+from cardcore.cache import LuaScript, Stamped
+from cardcore.cards import CARD_RECORDS
 from cardcore.codes import CodeText, open_valid, parse_code_text, seal_valid
-from cardcore.models import Card, CardStatus, CodeEvent
+from cardcore.models import CardStatus
 from cardcore.pii import mask_id_number
 from cardcore.runtime import Runtime
 
@@ -35,8 +42,17 @@ STATIC_CODE_OTP = "static_code"  # OTP purpose of the static-code second check
 
 MAX_FAILURES = 3
 LOCK_S = 600
-CARD_CACHE_S = 300
 FAILURES_PREFIX = "codefail:"
+USED_PREFIX = "used:"
+NO_NONCE_KEY = "nonce:-"  # stands in KEYS when the request's nonce is settled already
+
+# The outcomes a dynamic code can have besides "ok", by API code.
+_REFUSALS = {
+    cls.code: cls
+    for cls in (
+        errors.CardNotFound, errors.CodeInvalid, errors.CodeExpired, errors.CardInactive, errors.CodeUsed, errors.CodeLocked
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -68,36 +84,11 @@ class Verification:
 
 
 async def _card_facts(rt: Runtime, health_card_id: str) -> dict:
-    """What verification needs of a card, from a short-lived cache copy kept sealed."""
-    key = card_cache_key(health_card_id)
-    cached = await rt.redis.get(key)
-    if cached is not None:
-        facts = json.loads(cached)
-    else:
-        card = await Card.get_or_none(health_card_id=health_card_id).prefetch_related("identifier__person")
-        if card is None:
-            raise errors.CardNotFound()
-        person = card.identifier.person
-        facts = {
-            "health_card_id": card.health_card_id,
-            "status": card.status.value,
-            "auth_level": card.auth_level.value,
-            "empi_id": person.empi_id,
-            "name_sealed": person.name_sealed,
-            "gender": person.gender,
-            "id_type": card.identifier.id_type,
-            "number_sealed": card.identifier.number_sealed,
-        }
-        await rt.redis.set(key, json.dumps(facts), ex=CARD_CACHE_S)
+    """What verification needs of a card, as the shared cache holds it now."""
+    facts = (await CARD_RECORDS.current(rt, health_card_id)).value
+    if facts is None:
+        raise errors.CardNotFound()
     return facts
-
-
-def _opened(rt: Runtime, facts: dict) -> dict:
-    return {
-        **{k: v for k, v in facts.items() if not k.endswith("_sealed")},
-        "name": rt.vault.decrypt_text(facts["name_sealed"]),
-        "id_number": rt.vault.decrypt_text(facts["number_sealed"]),
-    }
 
 
 async def issue_dynamic_code(rt: Runtime, health_card_id: str, actor: audit.Actor, token: str | None = None) -> IssuedCode:
@@ -108,7 +99,7 @@ async def issue_dynamic_code(rt: Runtime, health_card_id: str, actor: audit.Acto
     expires_at_s = int(time.time()) + ttl
     valid = seal_valid(rt.vault, health_card_id, expires_at_s)
     code = CodeText.dynamic(health_card_id, valid, token=token)
-    await _record(rt, "issue", actor, code.kind, "", "ok", health_card_id)
+    await codeevents.enqueue(rt, "issue", actor, code.kind, "", "ok", health_card_id)
     return IssuedCode(
         qr_code_text=code.format(),
         expires_at=datetime.fromtimestamp(expires_at_s, timezone.utc),
@@ -116,54 +107,56 @@ async def issue_dynamic_code(rt: Runtime, health_card_id: str, actor: audit.Acto
     )
 
 
-async def verify_code(rt: Runtime, text: str, scene: str, actor: audit.Actor, otp_code: str | None = None) -> Verification:
+async def verify_code(
+    rt: Runtime,
+    text: str,
+    scene: str,
+    actor: audit.Actor,
+    otp_code: str | None = None,
+    guard: access.RequestGuard | None = None,
+) -> Verification:
+    """Verify scanned code text for a scene.
+
+    ``guard``: a signed request whose nonce the caller left unclaimed; it is claimed
+    here, before anything is recorded.
+    """
     if scene not in SCENES:
         raise errors.ValidationFailed(f"scene is one of {', '.join(SCENES)}")
+    if guard is not None and guard.claimed:
+        guard = None
     code: CodeText | None = None
     try:
         code = parse_code_text(text)
-        result = await _verify(rt, code, scene, otp_code)
+        if code.kind != "static" and (code.issuer is None or code.issuer == rt.settings.issuer_id):
+            return await _verify_dynamic(rt, code, scene, actor, guard)
+        if guard is not None:
+            await access.claim(rt, guard)
+        result = await _verify_static_or_foreign(rt, code, scene, otp_code)
     except errors.PlatformError as exc:
-        await _record(rt, "verify", actor, code.kind if code else "", scene, exc.code, code.vuid if code else None)
+        if not _recorded(exc):
+            if guard is not None and not guard.claimed:
+                await access.claim(rt, guard)
+            await codeevents.enqueue(rt, "verify", actor, code.kind if code else "", scene, exc.code, code.vuid if code else None)
         raise
-    await _record(rt, "verify", actor, code.kind, scene, "ok", code.vuid)
+    await codeevents.enqueue(rt, "verify", actor, code.kind, scene, "ok", code.vuid)
     return result
 
 
-async def _verify(rt: Runtime, code: CodeText, scene: str, otp_code: str | None) -> Verification:
+def _recorded(exc: errors.PlatformError) -> bool:
+    """Refusals the spending script recorded already, or that are about the request, not the code."""
+    return getattr(exc, "recorded", False) or isinstance(exc, errors.ReplayedRequest)
+
+
+async def _verify_static_or_foreign(rt: Runtime, code: CodeText, scene: str, otp_code: str | None) -> Verification:
     if code.issuer is not None and code.issuer != rt.settings.issuer_id:
         raise errors.CodeInvalid(f"code issued by {code.issuer}; cross-domain verification is not configured for it")
-    if code.kind == "static":
-        facts = await _card_facts(rt, code.vuid)
-        _require_active(facts)
-        if scene in CRITICAL_SCENES:
-            if not otp_code:
-                raise errors.SceneRequiresDynamic()
-            await otp.check(rt, STATIC_CODE_OTP, code.vuid, otp_code)
-        return Verification(_opened(rt, facts), "static")
-
-    failures_key = f"{FAILURES_PREFIX}{code.vuid}:{code.valid}"
-    failures = await rt.redis.get(failures_key)
-    if failures is not None and int(failures) >= MAX_FAILURES:
-        raise errors.CodeLocked()
-    try:
-        facts = await _card_facts(rt, code.vuid)
-        info = open_valid(rt.vault, code.vuid, code.valid)
-        now_s = time.time()
-        if now_s > info.expires_at_s:
-            raise errors.CodeExpired()
-        _require_active(facts)
-        # Spend the code: exactly one verification anywhere wins the SET NX.
-        spent = await rt.redis.set(f"used:{code.vuid}:{code.valid}", b"1", nx=True, ex=int(info.expires_at_s - now_s) + 60)
-        if not spent:
-            raise errors.CodeUsed()
-    except (errors.CodeInvalid, errors.CodeExpired, errors.CodeUsed):
-        pipe = rt.redis.pipeline(transaction=True)
-        pipe.incr(failures_key)
-        pipe.expire(failures_key, LOCK_S)
-        await pipe.execute()
-        raise
-    return Verification(_opened(rt, facts), code.kind)
+    facts = await _card_facts(rt, code.vuid)
+    _require_active(facts)
+    if scene in CRITICAL_SCENES:
+        if not otp_code:
+            raise errors.SceneRequiresDynamic()
+        await otp.check(rt, STATIC_CODE_OTP, code.vuid, otp_code)
+    return Verification(facts, "static")
 
 
 def _require_active(facts: dict) -> None:
@@ -171,17 +164,91 @@ def _require_active(facts: dict) -> None:
         raise errors.CardInactive(f"card is {facts['status']}")
 
 
-async def _record(rt: Runtime, action: str, actor: audit.Actor, code_type: str, scene: str, result: str, vuid: str | None) -> None:
-    await CodeEvent.create(
-        action=action,
-        health_card_id=vuid if vuid and len(vuid) == 64 else None,
-        code_type=code_type,
-        scene=scene,
-        result=result,
-        client_id=actor.client_id,
-        institution_id=actor.institution_id,
-        terminal_id=actor.terminal_id,
-    )
+def _verdict(rt: Runtime, code: CodeText, facts: dict | None) -> tuple[str, int]:
+    """The outcome as far as the worker can tell (before lock and single use), and how long
+    a spent code must stay remembered."""
+    if facts is None:
+        return errors.CardNotFound.code, 0
+    try:
+        info = open_valid(rt.vault, code.vuid, code.valid)
+    except errors.CodeInvalid:
+        return errors.CodeInvalid.code, 0
+    now_s = time.time()
+    if now_s > info.expires_at_s:
+        return errors.CodeExpired.code, 0
+    if facts["status"] != CardStatus.active.value:
+        return errors.CardInactive.code, 0
+    return "ok", int(info.expires_at_s - now_s) + 60
+
+
+async def _verify_dynamic(
+    rt: Runtime, code: CodeText, scene: str, actor: audit.Actor, guard: access.RequestGuard | None
+) -> Verification:
+    event = codeevents.event_fields("verify", actor, code.kind, scene, code.vuid)
+    for attempt in range(4):
+        # This worker's copy of the card first; the script tells when it is out of date.
+        card: Stamped = await (CARD_RECORDS.current if attempt else CARD_RECORDS.cached)(rt, code.vuid)
+        verdict, used_ttl_s = _verdict(rt, code, card.value)
+        if guard is not None:
+            keys, args = guard.guard_keys(extra=[card])
+        else:
+            keys, args = [card.key, NO_NONCE_KEY], [card.stamp, ""]
+        keys += [f"{FAILURES_PREFIX}{code.vuid}:{code.valid}", f"{USED_PREFIX}{code.vuid}:{code.valid}", codeevents.STREAM]
+        args += [verdict, MAX_FAILURES, LOCK_S, used_ttl_s, event]
+        outcome = await _SETTLE_DYNAMIC(rt.redis, keys, args)
+        if isinstance(outcome, int):
+            if outcome == len(keys) - 4:  # the card record (last before the nonce) changed
+                CARD_RECORDS.forget(rt, code.vuid)
+                continue
+            if guard is None:
+                raise RuntimeError(f"unexpected answer {outcome} from the code settling script")
+            guard.settle(rt, outcome)  # a client record changed (StaleGuard) or a replayed nonce
+        if guard is not None:
+            guard.claimed = True
+        result = outcome.decode()
+        if result == "ok":
+            return Verification(card.value, code.kind)
+        refusal = _REFUSALS[result]()
+        if result == errors.CardInactive.code:
+            refusal = errors.CardInactive(f"card is {card.value['status']}")
+        refusal.recorded = True
+        raise refusal
+    raise errors.PlatformError("the card keeps changing; try again", status=503, code="SERVICE_UNAVAILABLE")
+
+
+# KEYS: records 1..n (the request's client records, then the card), the nonce, the
+# failure counter, the spent-code marker, the event stream. ARGV: their stamps, the
+# nonce lifetime ('' when the nonce is not ours to claim), the worker's verdict, most
+# failures, lock seconds, how long a spent code is remembered, the event.
+# Returns a number (a changed record's position, -1 for a used nonce) or the outcome.
+_SETTLE_DYNAMIC = LuaScript(
+    access.CLAIM_LUA
+    + """
+local n = #KEYS - 4
+local settled
+if ARGV[n + 1] == '' then
+  settled = changed_record(n)
+else
+  settled = claim_request(n)
+end
+if settled ~= 0 then
+  return settled
+end
+local failures, used = KEYS[n + 2], KEYS[n + 3]
+local result = ARGV[n + 2]
+if tonumber(redis.call('GET', failures) or '0') >= tonumber(ARGV[n + 3]) then
+  result = 'CODE_LOCKED'
+elseif result == 'ok' and not redis.call('SET', used, '1', 'NX', 'EX', ARGV[n + 5]) then
+  result = 'CODE_USED'
+end
+if result == 'CODE_INVALID' or result == 'CODE_EXPIRED' or result == 'CODE_USED' then
+  redis.call('INCR', failures)
+  redis.call('EXPIRE', failures, ARGV[n + 4])
+end
+redis.call('XADD', KEYS[n + 4], '*', 'event', ARGV[n + 6], 'result', result)
+return result
+"""
+)
 
 
 async def code_state(rt: Runtime, health_card_id: str, text: str) -> str:
@@ -193,7 +260,7 @@ async def code_state(rt: Runtime, health_card_id: str, text: str) -> str:
         info = open_valid(rt.vault, code.vuid, code.valid)
     except errors.PlatformError:
         return "invalid"
-    if await rt.redis.exists(f"used:{code.vuid}:{code.valid}"):
+    if await rt.redis.exists(f"{USED_PREFIX}{code.vuid}:{code.valid}"):
         return "used"
     return "expired" if time.time() > info.expires_at_s else "fresh"
 

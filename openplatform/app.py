@@ -9,7 +9,9 @@ import ujson
 
 from sanic import Sanic
 from sanic_ext import Extend
+from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 
+from cardcore.codeevents import EventFlusher
 from cardcore.db import CORE_APPS
 from cardcore.keyvault import KeyVault, KeyVaultError
 from cardcore.runtime import Runtime
@@ -67,7 +69,14 @@ def create_app(settings: Settings | None = None, name: str = APP_NAME) -> Sanic:
         OAS_IGNORE_OPTIONS=True,
     )
     app.ctx.settings = settings
-    Extend(app, config={"cors": False, "http_auto_options": False, "http_auto_head": False, "injection": False})
+    # Only the OpenAPI document of sanic-ext: its built-in dependency injection would run a
+    # signal handler on every request even when switched off in the config.
+    Extend(
+        app,
+        extensions=[OpenAPIExtension],
+        built_in_extensions=False,
+        config={"cors": False, "http_auto_options": False, "http_auto_head": False, "injection": False},
+    )
     _describe_api(app)
 
     observability.install(app)
@@ -90,16 +99,20 @@ def create_app(settings: Settings | None = None, name: str = APP_NAME) -> Sanic:
         app.ctx.providers = Providers.from_settings(settings)
 
     @app.after_server_start
-    async def start_worker(app: Sanic) -> None:
+    async def start_background_work(app: Sanic) -> None:
+        app.ctx.event_flusher = EventFlusher(app.ctx.rt, settings.event_flush_ms / 1000).start()
         if settings.run_worker:
             app.ctx.worker = Worker(app.ctx.rt)
             app.add_task(app.ctx.worker.run(), name="cashier_worker")
 
     @app.before_server_stop
-    async def stop_worker(app: Sanic) -> None:
+    async def finish_background_work(app: Sanic) -> None:
         worker = getattr(app.ctx, "worker", None)
         if worker is not None:
             worker.stop()
+        flusher = getattr(app.ctx, "event_flusher", None)
+        if flusher is not None:
+            await flusher.stop()
 
     @app.after_server_stop
     async def close_runtime(app: Sanic) -> None:

@@ -15,8 +15,8 @@ from functools import wraps
 from sanic import Request
 from sanic_ext import openapi
 
-from cardcore import errors, signing
-from cardcore.access import AuthClient, client_for_auth
+from cardcore import access, errors, signing
+from cardcore.access import AuthClient
 from cardcore.audit import Actor
 from cardcore.models import ClientKind
 from openplatform.observability import REFUSALS, request_id_of
@@ -63,7 +63,7 @@ def path_with_query(request: Request) -> str:
     return request.raw_url.decode("utf-8", "surrogateescape")
 
 
-async def _check(request: Request, kinds: tuple[ClientKind, ...], function: str | None) -> Caller:
+async def _check(request: Request, kinds: tuple[ClientKind, ...], function: str | None, defer: bool) -> Caller:
     rt = request.app.ctx.rt
     settings = rt.settings
     try:
@@ -73,42 +73,85 @@ async def _check(request: Request, kinds: tuple[ClientKind, ...], function: str 
     request.ctx.client_id = parts.client_id[:40]
     if abs(signing.now_ms() - parts.timestamp_ms) > settings.signature_window_s * 1000:
         raise errors.StaleRequest()
-    client = await client_for_auth(rt, parts.client_id)
+    # First on this worker's copies of the client records; when one of them turns out to
+    # have changed, or the request is to be refused, again on the records as they are now.
+    for attempt in range(4):
+        guard = access.RequestGuard(f"nonce:{parts.client_id}:{parts.nonce}", settings.nonce_ttl_s)
+        try:
+            return await _decide(request, rt, parts, kinds, function, guard, current=attempt > 0, defer=defer)
+        except access.StaleGuard:
+            continue
+    raise errors.PlatformError("client records keep changing; try again", status=503, code="SERVICE_UNAVAILABLE")
+
+
+async def _decide(
+    request: Request,
+    rt,
+    parts: signing.SignedParts,
+    kinds: tuple[ClientKind, ...],
+    function: str | None,
+    guard: access.RequestGuard,
+    *,
+    current: bool,
+    defer: bool,
+) -> Caller:
+    client = await guard.client(rt, parts.client_id, current=current)
     if client is None or not signing.signature_matches(
         client.secret, request.method, path_with_query(request), parts, request.body
     ):
-        raise errors.BadSignature()
+        _refuse(errors.BadSignature(), current)
     if not client.active:
-        raise errors.ClientDisabled(f"client is {client.status.value}")
-    nonce_key = f"nonce:{client.client_id}:{parts.nonce}"
-    if not await rt.redis.set(nonce_key, b"1", nx=True, ex=settings.nonce_ttl_s):
-        raise errors.ReplayedRequest()
+        _refuse(errors.ClientDisabled(f"client is {client.status.value}"), current)
+    # From here on a refusal comes after the nonce: the request has used it up.
+    try:
+        caller = await _caller_for(request, rt, client, kinds, function, guard, current)
+    except errors.PlatformError:
+        await access.claim(rt, guard)
+        raise
+    request.ctx.guard = guard
+    if not defer:
+        await access.claim(rt, guard)
+    return caller
+
+
+def _refuse(exc: errors.PlatformError, current: bool):
+    """Refuse on current records only: a worker's copy may be a moment old."""
+    if not current:
+        raise access.StaleGuard()
+    raise exc
+
+
+async def _caller_for(
+    request: Request,
+    rt,
+    client: AuthClient,
+    kinds: tuple[ClientKind, ...],
+    function: str | None,
+    guard: access.RequestGuard,
+    current: bool,
+) -> Caller:
     if client.kind not in kinds:
         raise errors.Forbidden(f"this API is not open to {client.kind.value} clients")
-    _check_policy(client, function, request.remote_addr or request.ip)
-    terminal = None
+    _check_policy(client, function, request)
     if client.kind is ClientKind.terminal:
-        terminal, client = client, await _institution_of(rt, client)
-        _check_institution_allows(client, function)
-        return Caller(client=client, terminal=terminal)
+        institution = await guard.client(rt, client.institution_id or "", current=current)
+        if institution is None or not institution.active:
+            raise errors.ClientDisabled("the terminal's institution is not approved or is disabled")
+        _check_institution_allows(institution, function)
+        return Caller(client=institution, terminal=client)
     terminal_id = request.headers.get(signing.HEADER_TERMINAL)
+    terminal = None
     if terminal_id:
-        terminal = await _terminal_for(rt, client, terminal_id, function)
+        terminal = _terminal_allowed(client, await guard.client(rt, terminal_id, current=current), function)
     return Caller(client=client, terminal=terminal)
 
 
-def _check_policy(client: AuthClient, function: str | None, ip: str) -> None:
+def _check_policy(client: AuthClient, function: str | None, request: Request) -> None:
     if function and not client.allows_function(function):
         raise errors.Forbidden(f"function {function} is disabled for this client")
-    if not client.allows_ip(ip):
+    # The address is worked out (proxy headers parsed) only for clients with an allow-list.
+    if client.ip_allowlist and not client.allows_ip(request.remote_addr or request.ip):
         raise errors.Forbidden("request address is not in the client's IP allow-list")
-
-
-async def _institution_of(rt, terminal: AuthClient) -> AuthClient:
-    institution = await client_for_auth(rt, terminal.institution_id or "")
-    if institution is None or not institution.active:
-        raise errors.ClientDisabled("the terminal's institution is not approved or is disabled")
-    return institution
 
 
 def _check_institution_allows(institution: AuthClient, function: str | None) -> None:
@@ -117,10 +160,9 @@ def _check_institution_allows(institution: AuthClient, function: str | None) -> 
         raise errors.Forbidden(f"function {function} is disabled for this institution")
 
 
-async def _terminal_for(rt, institution: AuthClient, terminal_id: str, function: str | None) -> AuthClient:
+def _terminal_allowed(institution: AuthClient, terminal: AuthClient | None, function: str | None) -> AuthClient:
     if institution.kind is not ClientKind.institution:
         raise errors.TerminalNotAllowed("only institutions act for terminals")
-    terminal = await client_for_auth(rt, terminal_id)
     if terminal is None or terminal.kind is not ClientKind.terminal or terminal.institution_id != institution.client_id:
         raise errors.TerminalNotAllowed("terminal is not registered to this institution")
     if not terminal.active:
@@ -130,22 +172,29 @@ async def _terminal_for(rt, institution: AuthClient, terminal_id: str, function:
     return terminal
 
 
-async def authenticate(request: Request, kinds: tuple[ClientKind, ...], function: str | None) -> Caller:
+def _log_refusal(request: Request, exc: errors.PlatformError) -> None:
+    REFUSALS.labels(exc.code).inc()
+    log.warning(
+        "signed request refused",
+        extra={
+            "request_id": request_id_of(request),
+            "client_id": getattr(request.ctx, "client_id", None),
+            "refusal": exc.code,
+            "reason": exc.message,
+            "method": request.method,
+            "path": request.path,
+        },
+    )
+
+
+async def authenticate(
+    request: Request, kinds: tuple[ClientKind, ...], function: str | None, *, defer: bool = False
+) -> Caller:
+    """Check a signed request; with ``defer`` its nonce is left for the service to claim."""
     try:
-        caller = await _check(request, kinds, function)
+        caller = await _check(request, kinds, function, defer)
     except errors.PlatformError as exc:
-        REFUSALS.labels(exc.code).inc()
-        log.warning(
-            "signed request refused",
-            extra={
-                "request_id": request_id_of(request),
-                "client_id": getattr(request.ctx, "client_id", None),
-                "refusal": exc.code,
-                "reason": exc.message,
-                "method": request.method,
-                "path": request.path,
-            },
-        )
+        _log_refusal(request, exc)
         raise
     request.ctx.caller = caller
     return caller
@@ -156,20 +205,59 @@ async def authorise_terminal(request: Request, terminal_id: str, function: str |
     caller: Caller = request.ctx.caller
     if caller.client.kind is not ClientKind.institution:
         raise errors.TerminalNotAllowed("a terminal signs for itself only")
-    terminal = await _terminal_for(request.app.ctx.rt, caller.client, terminal_id, function)
+    rt = request.app.ctx.rt
+    guard: access.RequestGuard = request.ctx.guard
+    if not guard.claimed:
+        await access.claim(rt, guard)  # the terminal is read as it is now, after the nonce
+    terminal = _terminal_allowed(caller.client, await access.client_for_auth(rt, terminal_id), function)
     request.ctx.caller = Caller(client=caller.client, terminal=terminal)
     return request.ctx.caller
 
 
-def signed(*kinds: ClientKind, function: str | None = None):
-    """Route decorator: the request must be signed by an approved client of one of ``kinds``."""
+def signed(*kinds: ClientKind, function: str | None = None, defer_nonce: bool = False):
+    """Route decorator: the request must be signed by an approved client of one of ``kinds``.
+
+    With ``defer_nonce`` the handler's service claims the request's nonce itself, in the
+    same atomic step as its own first effect (``request.ctx.guard``, see access.RequestGuard):
+    one round trip to the shared cache instead of two. Whatever the handler raises before
+    that, the nonce is claimed first, so refusals come in the usual order.
+    """
 
     def decorator(handler):
         @wraps(handler)
         async def wrapper(request: Request, *args, **kwargs):
+            if defer_nonce:
+                try:
+                    return await _with_deferred_nonce(request, handler, kinds, function, args, kwargs)
+                except access.StaleGuard:
+                    pass  # nothing took effect: check again on the current records, nonce first
             await authenticate(request, kinds, function)
             return await handler(request, *args, **kwargs)
 
         return openapi.secured("ehc_signature")(keep_openapi(wrapper, handler))
 
     return decorator
+
+
+async def _with_deferred_nonce(request: Request, handler, kinds, function, args, kwargs):
+    await authenticate(request, kinds, function, defer=True)
+    guard: access.RequestGuard = request.ctx.guard
+    try:
+        response = await handler(request, *args, **kwargs)
+    except access.StaleGuard:
+        raise
+    except Exception:
+        if not guard.claimed:  # also when the service found the nonce used: refused and logged here
+            await _claim(request, guard)
+        raise
+    if not guard.claimed:
+        raise RuntimeError(f"{handler.__name__} answered without claiming the request's nonce")
+    return response
+
+
+async def _claim(request: Request, guard: access.RequestGuard) -> None:
+    try:
+        await access.claim(request.app.ctx.rt, guard)
+    except errors.ReplayedRequest as exc:
+        _log_refusal(request, exc)
+        raise

@@ -6,9 +6,9 @@ import json
 import logging
 import os
 import re
+import secrets
 import sys
 import time
-import uuid
 from datetime import datetime, timezone
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
@@ -42,7 +42,7 @@ def request_id_of(request: Request | None) -> str:
 
 def _new_request_id(request: Request) -> str:
     inbound = request.headers.get(REQUEST_ID_HEADER, "")
-    return inbound if _INBOUND_REQUEST_ID.match(inbound) else uuid.uuid4().hex
+    return inbound if _INBOUND_REQUEST_ID.match(inbound) else secrets.token_hex(16)
 
 
 class JsonFormatter(logging.Formatter):

@@ -184,3 +184,13 @@ async def institution(http, admin) -> Signer:
 @pytest.fixture
 async def terminal(http, admin, institution) -> Signer:
     return await register_terminal(http, admin, institution)
+
+
+@pytest.fixture
+async def card(terminal) -> dict:
+    """A card registered at the counter by ``terminal``."""
+    from tests.factories import resident
+
+    reply = await terminal.post("/inst/v1/cards", resident())
+    assert reply.status_code == 201, reply.text
+    return reply.json()

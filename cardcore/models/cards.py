@@ -43,6 +43,8 @@ class Card(Model):
 class CodeEvent(Model):
 
     id = fields.BigIntField(primary_key=True)
+    # Given when the event is queued: writing the same queued event twice is a no-op.
+    uid = fields.CharField(max_length=32, unique=True, null=True)
     action = fields.CharField(max_length=8)  # issue | verify
     health_card_id = fields.CharField(max_length=64, null=True, db_index=True)
     code_type = fields.CharField(max_length=8, default="")  # static | dynamic | combined

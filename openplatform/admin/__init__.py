@@ -130,6 +130,7 @@ async def code_events(request: Request):
     """Every issuance and verification, newest first, filterable."""
     query = parse_query(request, AdminEventQuery)
     rows, cursor = await reports.list_code_events(
+        request.app.ctx.rt,
         limit=query.limit,
         cursor=query.cursor,
         institution_id=query.institution_id,
@@ -146,7 +147,7 @@ async def code_events(request: Request):
 async def code_stats(request: Request):
     """Code-usage statistics grouped by any combination of action, result, scene, type, institution, terminal."""
     query = parse_query(request, StatsQuery)
-    rows = await reports.code_stats(query.fields(reports.GROUP_FIELDS), since=query.since, until=query.until)
+    rows = await reports.code_stats(request.app.ctx.rt, query.fields(reports.GROUP_FIELDS), since=query.since, until=query.until)
     return json({"items": rows})
 
 

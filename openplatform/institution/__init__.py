@@ -187,14 +187,16 @@ async def card_label(request: Request, health_card_id: str):
 
 
 @bp.post("/codes/verify")
-@signed(*institution_or_terminal, function="codes.verify")
+@signed(*institution_or_terminal, function="codes.verify", defer_nonce=True)
 @json_body(VerifyBody)
 async def verify(request: Request, body: VerifyBody):
     """Verify a scanned static, dynamic or combined code for a scene."""
     caller = request.ctx.caller
     if body.terminal_id and body.terminal_id != caller.terminal_id:
         caller = await authorise_terminal(request, body.terminal_id, "codes.verify")
-    result = await verify_code(request.app.ctx.rt, body.qr_code_text, body.scene, caller.actor, body.otp)
+    result = await verify_code(
+        request.app.ctx.rt, body.qr_code_text, body.scene, caller.actor, body.otp, guard=request.ctx.guard
+    )
     return json(result.view(caller.has_scope("identity.full")))
 
 
@@ -238,6 +240,7 @@ async def code_events(request: Request):
     """The institution's own record of code issuance and verification, newest first."""
     query = parse_query(request, EventQuery)
     rows, cursor = await reports.list_code_events(
+        request.app.ctx.rt,
         limit=query.limit,
         cursor=query.cursor,
         institution_id=request.ctx.caller.institution_id,
@@ -255,6 +258,7 @@ async def code_stats(request: Request):
     """Counts of the institution's verifications, grouped as asked."""
     query = parse_query(request, StatsQuery)
     rows = await reports.code_stats(
+        request.app.ctx.rt,
         query.fields(tuple(f for f in reports.GROUP_FIELDS if f != "institution_id")),
         institution_id=request.ctx.caller.institution_id,
         since=query.since,

@@ -9,9 +9,9 @@ from pydantic import Field, model_validator
 from sanic import Blueprint, Request
 from sanic.response import json
 
-from cardcore import audit, cards, errors, otp, qrimage, ratelimit, residents, strongauth
+from cardcore import audit, cards, errors, otp, qrimage, ratelimit, reports, residents, strongauth
 from cardcore.identity import Address, BirthDate, Gender, Identity, Name, Nation, Phone
-from cardcore.models import CodeEvent, LoginChannel, Relation, UsageReport
+from cardcore.models import LoginChannel, Relation, UsageReport
 from cardcore.reports import event_view
 from cardcore.usage import report_view
 from cardcore.verify import code_state, issue_dynamic_code
@@ -257,9 +257,11 @@ async def dynamic_code_state(request: Request, health_card_id: str):
 async def usage_history(request: Request, health_card_id: str):
     """Where the card was verified and used, newest first."""
     await residents.act_on_card(request.ctx.account, health_card_id, "card.usage.read")
-    events = await CodeEvent.filter(health_card_id=health_card_id, action="verify").order_by("-id").limit(100)
-    reports = await UsageReport.filter(health_card_id=health_card_id).order_by("-id").limit(100)
-    return json({"verifications": [event_view(e) for e in events], "usage": [report_view(r) for r in reports]})
+    events, _ = await reports.list_code_events(
+        request.app.ctx.rt, limit=100, health_card_id=health_card_id, action="verify"
+    )
+    usage_reports = await UsageReport.filter(health_card_id=health_card_id).order_by("-id").limit(100)
+    return json({"verifications": [event_view(e) for e in events], "usage": [report_view(r) for r in usage_reports]})
 
 
 @bp.get("/cards/<health_card_id:str>/managers")

@@ -9,7 +9,7 @@ import zxingcpp
 from PIL import Image
 from tortoise import connections
 
-from cardcore import otp
+from cardcore import codeevents, otp
 from cardcore.codes import CodeText, parse_code_text, seal_valid
 from cardcore.models import CodeEvent
 from cardcore.verify import STATIC_CODE_OTP, issue_dynamic_code
@@ -18,13 +18,6 @@ from tests.factories import resident
 from tests.flows import assert_refused
 
 WALLET = Actor(client_id="wallet-test")
-
-
-@pytest.fixture
-async def card(terminal):
-    reply = await terminal.post("/inst/v1/cards", resident())
-    assert reply.status_code == 201, reply.text
-    return reply.json()
 
 
 async def dynamic_code(rt, card) -> str:
@@ -212,6 +205,7 @@ async def test_institution_forwards_a_terminal_scan(rt, institution, terminal, c
     text = await dynamic_code(rt, card)
     reply = await verify(institution, text, terminal_id=terminal.client_id)
     assert reply.status_code == 200
+    await codeevents.flush(rt)  # events reach the table through a queue; readers flush it first
     event = await CodeEvent.filter(action="verify", health_card_id=card["health_card_id"]).order_by("-id").first()
     assert event.terminal_id == terminal.client_id and event.institution_id == institution.client_id
 
@@ -220,6 +214,7 @@ async def test_every_issuance_and_verification_is_recorded(rt, terminal, card):
     text = await dynamic_code(rt, card)
     await verify(terminal, text, "pharmacy")
     await verify(terminal, text, "pharmacy")
+    await codeevents.flush(rt)
     events = await CodeEvent.filter(health_card_id=card["health_card_id"]).order_by("id")
     assert [(e.action, e.result) for e in events] == [("issue", "ok"), ("verify", "ok"), ("verify", "CODE_USED")]
     assert events[1].scene == "pharmacy" and events[1].terminal_id == terminal.client_id

@@ -177,6 +177,15 @@ def test_builders_choose_the_kind():
     assert combined.format() == f"{VUID}:0:{VALID}:{WECHAT_TOKEN}:{ISSUER}"
 
 
+def test_a_code_text_changed_by_replace_is_checked_like_a_new_one():
+    code = CodeText.dynamic(VUID, VALID)
+    assert code._replace(valid=VALID[::-1]) == CodeText.dynamic(VUID, VALID[::-1])
+    with pytest.raises(ValueError):
+        code._replace(vuid=VUID.lower())
+    with pytest.raises(ValueError):
+        code._replace(kind="static")
+
+
 MALFORMED_TEXTS = {
     "empty": "",
     "only-whitespace": " \r\n",

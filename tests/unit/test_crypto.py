@@ -118,6 +118,14 @@ def test_sm3_matches_the_gb_t_32905_standard_vectors(message, digest_hex):
     assert gmssl_sm3_digest(message).hex() == digest_hex
 
 
+@given(parts=st.lists(st.binary(max_size=100), max_size=4))
+def test_an_sm3_context_fed_in_parts_gives_the_digest_of_the_whole(parts):
+    context = crypto.new_sm3()
+    for part in parts:
+        context.update(part)
+    assert context.digest() == crypto.sm3(b"".join(parts)) == gmssl_sm3_digest(b"".join(parts))
+
+
 @pytest.mark.parametrize(
     ("key", "message"),
     [

@@ -1,0 +1,164 @@
+"""The record of every code issued and verified, written through a queue in the shared cache.
+
+An event is appended to a Redis stream in the same step that settles the outcome (for a
+dynamic code, inside the script that spends it), so an answered verification always has
+its event, even when the worker dies right after answering. Every server worker drains
+the stream into the ``code_event`` table in batches (``EventFlusher``); entries leave the
+stream only after their rows are committed, so a flusher that dies mid-way loses nothing:
+the next one writes the same entries again. Each event carries a ``uid`` given when it is
+queued and the table holds it under a unique constraint, so writing an entry twice leaves
+one row. Whoever reads the table calls ``flush`` first: an event is queryable as soon as
+its verification has been answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from datetime import datetime, timezone
+
+import ujson
+from pypika_tortoise.terms import Parameter
+
+from cardcore.audit import Actor
+from cardcore.models import CodeEvent
+
+log = logging.getLogger("ehc.codeevents")
+
+STREAM = "codeevents"
+DEAD_STREAM = "codeevents:unreadable"
+FLUSH_LOCK = "codeevents:flushing"
+BATCH = 1000
+MAX_BATCHES_PER_FLUSH = 50
+
+
+def event_fields(action: str, actor: Actor, code_type: str, scene: str, health_card_id: str | None) -> bytes:
+    """Everything an event records except its result, as the queue carries it."""
+    return ujson.dumps(
+        {
+            "uid": secrets.token_hex(16),
+            "at": time.time(),
+            "action": action,
+            "health_card_id": health_card_id if health_card_id and len(health_card_id) == 64 else None,
+            "code_type": code_type,
+            "scene": scene,
+            "client_id": actor.client_id,
+            "institution_id": actor.institution_id,
+            "terminal_id": actor.terminal_id,
+        }
+    ).encode()
+
+
+async def enqueue(rt, action: str, actor: Actor, code_type: str, scene: str, result: str, health_card_id: str | None) -> None:
+    """Queue one event (scripts that settle an outcome append theirs themselves)."""
+    await rt.redis.xadd(STREAM, {"event": event_fields(action, actor, code_type, scene, health_card_id), "result": result})
+
+
+# The columns a queued event fills, in the order of _row.
+_COLUMNS = (
+    "uid", "action", "health_card_id", "code_type", "scene", "result",
+    "client_id", "institution_id", "terminal_id", "created_at",
+)  # fmt: skip
+
+
+def _row(fields: dict) -> tuple:
+    event = ujson.loads(fields[b"event"])
+    return (
+        event["uid"],
+        event["action"],
+        event["health_card_id"],
+        event["code_type"],
+        event["scene"],
+        fields[b"result"].decode(),
+        event["client_id"],
+        event["institution_id"],
+        event["terminal_id"],
+        datetime.fromtimestamp(event["at"], timezone.utc),
+    )
+
+
+def _insert_sql(connection) -> str:
+    """INSERT … ON CONFLICT DO NOTHING of one event, in the connection's dialect.
+
+    Built like the ORM's bulk insert, but fed plain tuples: making a model object per
+    event cost three times the insert itself.
+    """
+    query = (
+        connection.query_class.into(CodeEvent._meta.basetable)
+        .columns(*_COLUMNS)
+        .insert(*(Parameter(idx=i + 1) for i in range(len(_COLUMNS))))
+    )
+    return query.on_conflict().do_nothing().get_sql()
+
+
+async def flush(rt) -> int:
+    """Write queued events to the database; returns how many were written."""
+    written = 0
+    connection = CodeEvent._meta.db
+    insert_sql = None
+    for _ in range(MAX_BATCHES_PER_FLUSH):
+        entries = await rt.redis.xrange(STREAM, count=BATCH)
+        if not entries:
+            break
+        rows = []
+        for entry_id, fields in entries:
+            try:
+                rows.append(_row(fields))
+            except (KeyError, TypeError, ValueError):
+                log.error("unreadable code event set aside", extra={"entry": entry_id.decode()})
+                await rt.redis.xadd(DEAD_STREAM, fields)
+        if rows:
+            insert_sql = insert_sql or _insert_sql(connection)
+            await connection.execute_many(insert_sql, rows)
+        await rt.redis.xdel(STREAM, *(entry_id for entry_id, _ in entries))
+        written += len(rows)
+        if len(entries) < BATCH:
+            break
+    return written
+
+
+async def pending(rt) -> int:
+    """Events queued and not yet written."""
+    return await rt.redis.xlen(STREAM)
+
+
+class EventFlusher:
+    """Drains the queue every ``interval_s`` in the background of one server worker.
+
+    Workers take turns through a short lock in the shared cache, so one of them writes
+    each batch; ``stop`` writes whatever is left.
+    """
+
+    def __init__(self, rt, interval_s: float) -> None:
+        self._rt = rt
+        self._interval_s = interval_s
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> "EventFlusher":
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="code-event-flusher")
+        return self
+
+    async def _run(self) -> None:
+        lock_ms = max(1, int(self._interval_s * 1000))
+        while not self._stopping.is_set():
+            try:
+                if await self._rt.redis.set(FLUSH_LOCK, b"1", nx=True, px=lock_ms):
+                    await flush(self._rt)
+            except Exception:  # the database or cache is away: the events wait in the queue
+                log.exception("code events could not be written yet")
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self._interval_s)
+            except TimeoutError:
+                pass
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+        try:
+            await flush(self._rt)
+        except Exception:
+            log.exception("code events left in the queue at shutdown; the next worker writes them")

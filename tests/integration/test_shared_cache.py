@@ -1,0 +1,84 @@
+"""The shared-cache tools of cardcore.cache: stamped records with worker copies, and Lua
+scripts sent together. "Another worker" is a second Runtime on the same shared cache."""
+
+import asyncio
+
+from cardcore import cache
+from cardcore.runtime import Runtime
+
+
+def records_reading(source: dict, gate: asyncio.Event | None = None) -> cache.StampedRecords:
+    async def read(rt, record_id: str) -> bytes:
+        value = source[record_id]
+        if gate is not None:
+            await gate.wait()
+        return value
+
+    return cache.StampedRecords("test-record:", ttl_s=60, read=read, decode=lambda rt, payload: payload.decode())
+
+
+async def test_a_worker_that_read_the_database_before_a_change_cannot_store_what_it_read(rt):
+    source = {"a": b"old"}
+    gate = asyncio.Event()
+    records = records_reading(source, gate)
+    await rt.redis.delete(records.key("a"))
+    slow_reader = asyncio.create_task(records.current(rt, "a"))
+    await asyncio.sleep(0.05)  # it has read "old" and waits
+    source["a"] = b"new"
+    await records.changed(rt, "a")  # the change commits and replaces the stamp
+    gate.set()
+    got = await slow_reader
+    assert got.value == "new"  # it read again instead of storing what it read first
+    assert (await records.current(rt, "a")).value == "new"
+    other_worker = Runtime(settings=rt.settings, vault=rt.vault, redis=rt.redis)
+    assert (await records.current(other_worker, "a")).value == "new"
+
+
+async def test_the_first_read_after_a_change_stores_the_record_under_the_changes_stamp(rt):
+    source = {"b": b"one"}
+    records = records_reading(source)
+    await records.current(rt, "b")
+    source["b"] = b"two"
+    await records.changed(rt, "b")
+    tombstone = await rt.redis.get(records.key("b"))
+    assert len(tombstone) == cache.STAMP_LENGTH
+    first = await records.current(rt, "b")
+    assert first.value == "two" and first.stamp == tombstone.decode()
+    assert await rt.redis.get(records.key("b")) == tombstone + b"two"
+    source["b"] = b"not read again"
+    other_worker = Runtime(settings=rt.settings, vault=rt.vault, redis=rt.redis)
+    assert (await records.current(other_worker, "b")).value == "two"  # from the shared cache
+
+
+async def test_local_copies_are_bounded_and_expire(rt):
+    copies = cache.LocalCopies(max_entries=3)
+    for n in range(5):
+        copies.put(cache.Stamped(f"k{n}", "s", n))
+    assert [copies.get(f"k{n}", 60) for n in range(5)][:2] == [None, None]
+    assert copies.get("k4", 60).value == 4
+    assert copies.get("k4", -1) is None  # older than allowed: gone
+
+
+async def test_scripts_called_together_travel_together_and_survive_a_script_flush(rt, monkeypatch):
+    script = cache.LuaScript("return redis.call('INCR', KEYS[1])")
+    await rt.redis.delete("test-script-counter")
+    await rt.redis.script_flush()
+    pipelines = []
+    real_pipeline = type(rt.redis).pipeline
+
+    def counting_pipeline(self, *args, **kwargs):
+        pipelines.append(1)
+        return real_pipeline(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(rt.redis), "pipeline", counting_pipeline)
+    results = await asyncio.gather(*(script(rt.redis, ["test-script-counter"], []) for _ in range(10)))
+    assert sorted(results) == list(range(1, 11))
+    assert len(pipelines) == 2  # one for all ten, one more after loading the flushed script
+
+
+async def test_a_script_called_alone_survives_a_script_flush_too(rt):
+    script = cache.LuaScript("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+    await rt.redis.delete("test-script-alone")
+    await rt.redis.script_flush()
+    assert await script(rt.redis, ["test-script-alone"], [5]) == 5
+    assert await script(rt.redis, ["test-script-alone"], [2]) == 7
