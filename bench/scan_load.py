@@ -400,18 +400,17 @@ def bench(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, repor
             pool_path.unlink()
             return run, pool
 
-        # Warm-up: fills the caches and measures how many requests a run needs.
+        # Warm-ups: the first fills the caches, the last unexhausted one says how many requests a run needs.
         count, warms = 2000 * sizes.warmup_s, []
-        for _ in range(4):
+        while len(warms) < 2 or warms[-1]["exhausted"]:
+            if len(warms) == 6:
+                raise BenchFailure("the warm-up used up every request pool it was given")
             note(f"warm-up: {sizes.warmup_s} s with up to {count} requests")
             warm, _ = load_run(sizes.warmup_s, count)
             warms.append(warm)
             problems += problems_of({**warm, "exhausted": 0}, "warm-up")  # a short pool is what it measures
-            if not warm["exhausted"]:
-                break
-            count *= 4
-        if warms[-1]["exhausted"]:
-            raise BenchFailure("the warm-up used up every request pool it was given")
+            if warm["exhausted"]:
+                count *= 4
         count = math.ceil(3 * warms[-1]["rps"] * sizes.duration_s) + 500
 
         loads, baselines = [], []
