@@ -8,9 +8,15 @@ exactly as a registered and approved terminal would::
     with Scanner("http://127.0.0.1:8000", "trm_demo", secret) as scanner:
         report = scanner.verify("…:1", "consultation", preset="phone_tilted", seed=7)
 
-or from the command line (``--client-id`` omitted: the demo terminal from ``seed-demo``)::
+A terminal of its own is registered by its institution and approved by an operator, as
+any real reader is, with ``Scanner.register(base_url, institution, admin, "门诊一楼 3 号窗")``.
+
+From the command line (``--client-id`` omitted: the demo terminal from ``seed-demo``;
+``--register NAME``: a new terminal of the demo institution, approved by the demo admin)::
 
     python -m mocks.scanner --preset sticker_200dpi --text 'VUID:1' --scene registration
+    python -m mocks.scanner --register '门诊一楼 3 号窗' --image-url /inst/v1/cards/VUID/label.png
+    python -m mocks.scanner --micropay --amount-fen 2580 --text 'VUID:0:VALID:TOKEN'
 
 Like every mock it talks to the platform only over HTTP; cardcore is used here only to
 draw the codes (``cardcore.qrimage``). Every random choice of a reading comes from
@@ -375,7 +381,9 @@ def read(source: Source, preset: Preset | str, seed: int = 0) -> Reading:
 # --- the terminal ----------------------------------------------------------------------
 
 VERIFY_PATH = "/inst/v1/codes/verify"
+SECOND_CHECK_PATH = "/inst/v1/codes/otp"
 MICROPAY_PATH = "/cashier/v1/micropay"
+TERMINALS_PATH = "/inst/v1/terminals"
 DEFAULT_PRESET = "phone_bright"
 
 
@@ -390,12 +398,19 @@ class ScanReport:
     text: str | None
     status: int | None = None
     reply: dict | None = None
+    answer_ms: float | None = None  # from sending the request to the platform's whole answer
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def _report(preset: str, seed: int, reading: Reading, response: httpx.Response | None = None) -> ScanReport:
+def _report(
+    preset: str,
+    seed: int,
+    reading: Reading,
+    response: httpx.Response | None = None,
+    answer_ms: float | None = None,
+) -> ScanReport:
     reply = None
     if response is not None and response.headers.get("content-type", "").startswith("application/json"):
         reply = response.json()
@@ -407,7 +422,30 @@ def _report(preset: str, seed: int, reading: Reading, response: httpx.Response |
         text=reading.text,
         status=response.status_code if response is not None else None,
         reply=reply,
+        answer_ms=round(answer_ms, 3) if answer_ms is not None else None,
     )
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A signed client's id and secret, as the platform hands them out (the secret only once)."""
+
+    client_id: str
+    secret: str
+
+
+class RegistrationRefused(RuntimeError):
+    """The platform did not register or approve the terminal; ``response`` says why."""
+
+    def __init__(self, step: str, response: httpx.Response):
+        super().__init__(f"{step}: {response.status_code} {response.text[:300]}")
+        self.response = response
+
+
+def _checked(step: str, response: httpx.Response) -> dict:
+    if response.status_code >= 300:
+        raise RegistrationRefused(step, response)
+    return response.json()
 
 
 class _Terminal:
@@ -434,9 +472,28 @@ class _Terminal:
             body["otp"] = otp
         return self._signed("POST", VERIFY_PATH, body)
 
+    def _second_check_request(self, text: str, scene: str) -> dict:
+        return self._signed("POST", SECOND_CHECK_PATH, {"qr_code_text": text, "scene": scene})
+
     def _micropay_request(self, text: str, out_trade_no: str, amount_fen: int, subject: str) -> dict:
         body = {"qr_code_text": text, "out_trade_no": out_trade_no, "amount_fen": amount_fen}
         return self._signed("POST", MICROPAY_PATH, {**body, "subject": subject})
+
+    @property
+    def credentials(self) -> Credentials:
+        return Credentials(self.client_id, self._secret)
+
+    def _as(self, client: Credentials) -> "_Terminal":
+        return _Terminal(self.base_url, client.client_id, client.secret, None)
+
+    def _registration_request(self, institution: Credentials, name: str) -> dict:
+        return self._as(institution)._signed("POST", TERMINALS_PATH, {"name": name})
+
+    def _approval_request(self, admin: Credentials) -> dict:
+        return self._as(admin)._signed("POST", f"/admin/v1/terminals/{self.client_id}/approve")
+
+    def _adopt(self, registered: dict) -> None:
+        self.client_id, self._secret = registered["client_id"], registered["secret"]
 
 
 class Scanner(_Terminal):
@@ -461,11 +518,44 @@ class Scanner(_Terminal):
         self._owns_http = http is None
         self._http = http or httpx.Client(timeout=timeout)
 
+    @classmethod
+    def register(
+        cls,
+        base_url: str,
+        institution: Credentials,
+        admin: Credentials | None,
+        name: str,
+        *,
+        http: httpx.Client | None = None,
+        timeout: float = 10.0,
+    ) -> "Scanner":
+        """A new terminal of ``institution`` (``POST /inst/v1/terminals``), approved by ``admin``.
+
+        Without an admin the terminal stays pending, and the platform refuses its requests
+        until an operator approves it. Its secret is in ``credentials``, shown only now.
+        """
+        scanner = cls(base_url, "", "", http=http, timeout=timeout)
+        try:
+            registered = scanner._http.request(**scanner._registration_request(institution, name))
+            scanner._adopt(_checked("register", registered))
+            if admin is not None:
+                _checked("approve", scanner._http.request(**scanner._approval_request(admin)))
+        except BaseException:
+            scanner.close()
+            raise
+        return scanner
+
     def fetch_image(self, path: str) -> bytes:
-        """A picture the platform serves to this terminal, e.g. ``/inst/v1/cards/{id}/label.png``."""
+        """A picture the platform serves this terminal (path or URL): ``/inst/v1/cards/{id}/label.png``."""
         response = self._http.request(**self._signed("GET", path))
         response.raise_for_status()
         return response.content
+
+    def _ask(self, request: dict) -> tuple[httpx.Response, float]:
+        """The platform's answer, and the milliseconds it took."""
+        started = time.perf_counter()
+        response = self._http.request(**request)
+        return response, (time.perf_counter() - started) * 1000
 
     def verify(
         self,
@@ -480,8 +570,16 @@ class Scanner(_Terminal):
         reading = read(source, preset, seed)
         if not reading.decoded:
             return _report(preset, seed, reading)
-        response = self._http.request(**self._verify_request(reading.text, scene, otp))
-        return _report(preset, seed, reading, response)
+        return _report(preset, seed, reading, *self._ask(self._verify_request(reading.text, scene, otp)))
+
+    def send_second_check(self, text: str, scene: str) -> httpx.Response:
+        """Have the platform text the holder of a static code the one-time code for ``scene``.
+
+        What the clerk asks for when a static code is refused in a critical scene
+        (``SCENE_REQUIRES_DYNAMIC``); the resident reads the code out and it goes with the
+        next ``verify`` as ``otp``.
+        """
+        return self._http.request(**self._second_check_request(text, scene))
 
     def micropay(
         self,
@@ -498,8 +596,7 @@ class Scanner(_Terminal):
         if not reading.decoded:
             return _report(preset, seed, reading)
         request = self._micropay_request(reading.text, out_trade_no, amount_fen, subject)
-        response = self._http.request(**request)
-        return _report(preset, seed, reading, response)
+        return _report(preset, seed, reading, *self._ask(request))
 
     def close(self) -> None:
         if self._owns_http:
@@ -533,11 +630,40 @@ class AsyncScanner(_Terminal):
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(timeout=timeout)
 
+    @classmethod
+    async def register(
+        cls,
+        base_url: str,
+        institution: Credentials,
+        admin: Credentials | None,
+        name: str,
+        *,
+        http: httpx.AsyncClient | None = None,
+        timeout: float = 10.0,
+    ) -> "AsyncScanner":
+        """A new terminal of ``institution``, approved by ``admin`` (see ``Scanner.register``)."""
+        scanner = cls(base_url, "", "", http=http, timeout=timeout)
+        try:
+            registered = await scanner._http.request(**scanner._registration_request(institution, name))
+            scanner._adopt(_checked("register", registered))
+            if admin is not None:
+                _checked("approve", await scanner._http.request(**scanner._approval_request(admin)))
+        except BaseException:
+            await scanner.aclose()
+            raise
+        return scanner
+
     async def fetch_image(self, path: str) -> bytes:
-        """A picture the platform serves to this terminal, e.g. ``/inst/v1/cards/{id}/label.png``."""
+        """A picture the platform serves this terminal (path or URL): ``/inst/v1/cards/{id}/label.png``."""
         response = await self._http.request(**self._signed("GET", path))
         response.raise_for_status()
         return response.content
+
+    async def _ask(self, request: dict) -> tuple[httpx.Response, float]:
+        """The platform's answer, and the milliseconds it took."""
+        started = time.perf_counter()
+        response = await self._http.request(**request)
+        return response, (time.perf_counter() - started) * 1000
 
     async def verify(
         self,
@@ -552,8 +678,12 @@ class AsyncScanner(_Terminal):
         reading = await asyncio.to_thread(read, source, preset, seed)
         if not reading.decoded:
             return _report(preset, seed, reading)
-        response = await self._http.request(**self._verify_request(reading.text, scene, otp))
-        return _report(preset, seed, reading, response)
+        request = self._verify_request(reading.text, scene, otp)
+        return _report(preset, seed, reading, *await self._ask(request))
+
+    async def send_second_check(self, text: str, scene: str) -> httpx.Response:
+        """Have the platform text the holder of a static code the one-time code (see ``Scanner``)."""
+        return await self._http.request(**self._second_check_request(text, scene))
 
     async def micropay(
         self,
@@ -570,8 +700,7 @@ class AsyncScanner(_Terminal):
         if not reading.decoded:
             return _report(preset, seed, reading)
         request = self._micropay_request(reading.text, out_trade_no, amount_fen, subject)
-        response = await self._http.request(**request)
-        return _report(preset, seed, reading, response)
+        return _report(preset, seed, reading, *await self._ask(request))
 
     async def aclose(self) -> None:
         if self._owns_http:
@@ -587,50 +716,129 @@ class AsyncScanner(_Terminal):
 # --- command line ----------------------------------------------------------------------
 
 
-def _demo_terminal() -> tuple[dict, str]:
-    """The demo terminal's credentials and the platform address, from ``seed-demo --json``."""
-    command = [sys.executable, "-m", "openplatform", "seed-demo", "--json"]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    demo = json.loads(output)
-    return demo["terminal"], demo["base_url"]
+class _Demo:
+    """The demo clients from ``seed-demo --json``, asked for only when a credential is missing."""
+
+    def __init__(self) -> None:
+        self._seeded: dict | None = None
+
+    @property
+    def seeded(self) -> bool:
+        return self._seeded is not None
+
+    def __getitem__(self, key: str):
+        if self._seeded is None:
+            command = [sys.executable, "-m", "openplatform", "seed-demo", "--json"]
+            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            self._seeded = json.loads(output)
+        return self._seeded[key]
+
+    def credentials(self, key: str, client_id: str | None, secret: str | None) -> Credentials:
+        if client_id:
+            return Credentials(client_id, secret or "")
+        return Credentials(self[key]["client_id"], self[key]["secret"])
 
 
-def main(argv: list[str] | None = None) -> int:
+def _new_out_trade_no() -> str:
+    """The counter's own order number: time of the scan and six random digits."""
+    return f"SCAN{time.strftime('%Y%m%d%H%M%S')}{random.randrange(10**6):06d}"
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m mocks.scanner",
         description="Scan a code as a simulated reader terminal and print the report as JSON.",
-        epilog="Exit status 0 when the code was read and the platform accepted it, else 1.",
+        epilog="Credentials left out are the demo's (seed-demo). "
+        "Exit status 0 when the code was read and the platform accepted it, else 1.",
     )
     parser.add_argument("--base-url", help=f"platform address (default: the demo's, else {DEFAULT_BASE_URL})")
-    parser.add_argument("--client-id", help="terminal client id (default: the demo terminal from seed-demo)")
-    parser.add_argument("--secret", help="terminal secret (required with --client-id)")
-    parser.add_argument("--terminal-id", help="terminal to act for when signing as its institution")
-    parser.add_argument("--scene", default="consultation", help="verification scene (default: consultation)")
-    parser.add_argument("--otp", help="the resident's SMS code, for a static code in a critical scene")
-    parser.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help="reading situation")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the perturbations (default: 0)")
-    code = parser.add_mutually_exclusive_group(required=True)
+    terminal = parser.add_argument_group("the terminal")
+    terminal.add_argument("--client-id", help="terminal client id (default: the demo terminal)")
+    terminal.add_argument("--secret", help="terminal secret (required with --client-id)")
+    terminal.add_argument("--terminal-id", help="terminal to act for when signing as its institution")
+    terminal.add_argument(
+        "--register", metavar="NAME", help="scan as a new terminal of the institution, approved by the admin"
+    )
+    terminal.add_argument("--institution-id", help="with --register: the institution (default: the demo's)")
+    terminal.add_argument("--institution-secret")
+    terminal.add_argument("--admin-id", help="with --register: the approving operator (default: the demo's)")
+    terminal.add_argument("--admin-secret")
+    scan = parser.add_argument_group("the scan")
+    scan.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help="reading situation")
+    scan.add_argument("--seed", type=int, default=0, help="seed of the perturbations (default: 0)")
+    scan.add_argument("--list-presets", action="store_true", help="print the presets, then exit")
+    code = scan.add_mutually_exclusive_group()
     code.add_argument("--text", help="the QR code text, drawn as the preset's medium shows it")
-    code.add_argument("--image-url", help="the code's picture on the platform: /inst/v1/cards/<id>/label.png")
-    args = parser.parse_args(argv)
+    code.add_argument(
+        "--image-url", help="the code's picture on the platform (path or URL): /inst/v1/cards/<id>/label.png"
+    )
+    ask = parser.add_argument_group("what the platform is asked")
+    ask.add_argument("--scene", default="consultation", help="verification scene (default: consultation)")
+    ask.add_argument("--otp", help="the resident's SMS code, for a static code in a critical scene")
+    ask.add_argument(
+        "--send-otp", action="store_true", help="static code needing a second check: text its holder the code"
+    )
+    ask.add_argument(
+        "--micropay", action="store_true", help="charge the code (/cashier/v1/micropay), not verify it"
+    )
+    ask.add_argument("--amount-fen", type=int, default=100, help="--micropay: fen to charge (default 100)")
+    ask.add_argument("--out-trade-no", help="with --micropay: the counter's order number (default: new)")
+    ask.add_argument("--subject", default="门诊缴费", help="with --micropay: what is paid for")
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.list_presets:
+        presets = {name: asdict(preset) for name, preset in PRESETS.items()}
+        print(json.dumps(presets, ensure_ascii=False, indent=2))
+        return 0
+    if args.text is None and args.image_url is None:
+        parser.error("give the code: --text or --image-url")
     if args.client_id and not args.secret:
         parser.error("--secret is required with --client-id")
-    if args.client_id:
-        client_id, secret, demo_base_url = args.client_id, args.secret, None
+    if args.register and args.client_id:
+        parser.error("--register makes a new terminal; leave out --client-id")
+    demo = _Demo()
+    if args.register:
+        institution = demo.credentials("institution", args.institution_id, args.institution_secret)
+        admin = demo.credentials("admin", args.admin_id, args.admin_secret)
     else:
-        terminal, demo_base_url = _demo_terminal()
-        client_id, secret = terminal["client_id"], terminal["secret"]
-    base_url = args.base_url or demo_base_url or DEFAULT_BASE_URL
+        terminal = demo.credentials("terminal", args.client_id, args.secret)
+    base_url = args.base_url or (demo["base_url"] if demo.seeded else DEFAULT_BASE_URL)
+    second_check = None
     try:
-        with Scanner(base_url, client_id, secret, terminal_id=args.terminal_id) as scanner:
+        if args.register:
+            scanner = Scanner.register(base_url, institution, admin, args.register)
+        else:
+            scanner = Scanner(base_url, terminal.client_id, terminal.secret, terminal_id=args.terminal_id)
+        with scanner:
             source = args.text if args.text is not None else scanner.fetch_image(args.image_url)
-            report = scanner.verify(source, args.scene, preset=args.preset, seed=args.seed, otp=args.otp)
+            if args.micropay:
+                report = scanner.micropay(
+                    source, out_trade_no=args.out_trade_no or _new_out_trade_no(), amount_fen=args.amount_fen,
+                    subject=args.subject,
+                    preset=args.preset, seed=args.seed,
+                )
+            else:
+                report = scanner.verify(source, args.scene, preset=args.preset, seed=args.seed, otp=args.otp)
+                if args.send_otp and (report.reply or {}).get("code") == "SCENE_REQUIRES_DYNAMIC":
+                    sent = scanner.send_second_check(report.text, args.scene)
+                    second_check = {"status": sent.status_code, "reply": sent.json()}
+    except RegistrationRefused as exc:
+        parser.exit(1, f"the terminal was not registered: {exc}\n")
     except httpx.HTTPStatusError as exc:
-        parser.exit(1, f"{args.image_url}: {exc.response.status_code} {exc.response.text}\n")
+        parser.exit(1, f"{exc.request.url}: {exc.response.status_code} {exc.response.text}\n")
     except httpx.TransportError as exc:
         parser.exit(1, f"cannot reach the platform at {base_url}: {exc}\n")
-    print(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
+    output = report.as_dict()
+    if second_check:
+        output["second_check"] = second_check  # run again with --otp and the code the holder received
+    if args.register:
+        # The secret is shown once: without it the new terminal could not sign again.
+        output["terminal"] = asdict(scanner.credentials)
+    print(json.dumps(output, ensure_ascii=False, indent=2))
     return 0 if report.status is not None and report.status < 300 else 1
 
 

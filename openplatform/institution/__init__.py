@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from sanic import Blueprint, Request
 from sanic.response import json, raw
 
-from cardcore import access, cards, qrimage, ratelimit, reports, usage
+from cardcore import access, cards, qrimage, ratelimit, reports, strongauth, usage
 from cardcore.identity import Identity, PersonUpdate
 from cardcore.models import ClientKind
 from cardcore.pii import mask_name
@@ -107,6 +107,12 @@ class VerifyBody(StrictModel):
     otp: str | None = Field(None, pattern=r"^\d{6}$", description="the resident's SMS code: second check of a static code in critical scenes")
 
 
+class SecondCheckBody(StrictModel):
+    qr_code_text: str = Field(min_length=1, max_length=512, description="the scanned static code, as decoded")
+    scene: str = Field(description="the critical scene it is used in: payment or record_access")
+    terminal_id: str | None = Field(None, max_length=40, description="the reader, when an institution forwards its scan")
+
+
 class UsageBody(StrictModel):
     health_card_id: str | None = Field(None, pattern=r"^[0-9A-F]{64}$")
     qr_code_text: str | None = Field(None, max_length=512)
@@ -192,6 +198,23 @@ async def verify(request: Request, body: VerifyBody):
         request.app.ctx.rt, body.qr_code_text, body.scene, caller.actor, body.otp, guard=request.ctx.guard
     )
     return json(result.view(caller.has_scope("identity.full")))
+
+
+@bp.post("/codes/otp")
+@signed(*institution_or_terminal, function="codes.verify")
+@json_body(SecondCheckBody)
+async def send_second_check(request: Request, body: SecondCheckBody):
+    """Second check of a static code in a critical scene (静态二维码二次校验): text its holder a one-time code.
+
+    The resident reads the code out; the terminal verifies the static code again with it as ``otp``.
+    Answers where the code went (masked) and how long it is valid.
+    """
+    caller = request.ctx.caller
+    if body.terminal_id and body.terminal_id != caller.terminal_id:
+        caller = await authorise_terminal(request, body.terminal_id, "codes.verify")
+    sms = request.app.ctx.providers.sms
+    sent = await strongauth.send_second_check(request.app.ctx.rt, body.qr_code_text, body.scene, caller.actor, sms)
+    return json(sent)
 
 
 @bp.post("/usage")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import secrets
 import shutil
@@ -108,6 +109,12 @@ class LiveServer:
             text=True,
             timeout=timeout,
         )
+
+    def seed_demo(self) -> dict:
+        """``seed-demo --json`` on this server: the demo institution, terminal, partner app and admin."""
+        seeded = self.run("seed-demo", "--json")
+        assert seeded.returncode == 0, seeded.stderr
+        return json.loads(seeded.stdout)
 
 
 def process_env(ehc_env: dict) -> dict:

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import signal
@@ -37,12 +36,6 @@ def wait_for(check, timeout_s: float = 60, interval_s: float = 0.2):
         time.sleep(interval_s)
 
 
-def demo_credentials(server) -> dict:
-    seeded = server.run("seed-demo", "--json")
-    assert seeded.returncode == 0, seeded.stderr
-    return json.loads(seeded.stdout)
-
-
 def create_order(base: str, hospital: dict, **overrides) -> dict:
     body = {
         "out_trade_no": "HIS" + secrets.token_hex(8),
@@ -65,7 +58,7 @@ def order_status(base: str, order_no: str) -> str:
 
 def test_resident_pays_through_the_cashier_page_and_the_mock_wechat_page(live_server, browser):
     base = live_server.base_url
-    creds = demo_credentials(live_server)
+    creds = live_server.seed_demo()
     order = create_order(base, creds["institution"])
 
     context = browser.new_context(
@@ -110,7 +103,7 @@ def server_without_worker(tmp_path_factory):
 def test_notifications_survive_a_worker_killed_mid_delivery(server_without_worker):
     server = server_without_worker
     base = server.base_url
-    creds = demo_credentials(server)
+    creds = server.seed_demo()
     admin = PlatformClient(base, creds["admin"]["client_id"], creds["admin"]["secret"])
     httpx.delete(f"{base}/_mock/institution/behaviour")
 

@@ -7,13 +7,7 @@ import pytest
 from cardcore import signing
 from cardcore.models import Client
 from tests.conftest import Signer, register_institution, register_terminal
-
-
-def assert_refused(reply, status: int, code: str) -> None:
-    assert reply.status_code == status, reply.text
-    body = reply.json()
-    assert body["code"] == code, body
-    assert body["request_id"] == reply.headers["X-Request-Id"]
+from tests.flows import assert_refused
 
 
 async def test_signed_request_is_accepted(institution):

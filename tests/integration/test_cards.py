@@ -15,7 +15,7 @@ from cardcore.models import CodeEvent
 from cardcore.verify import STATIC_CODE_OTP, issue_dynamic_code
 from cardcore.audit import Actor
 from tests.factories import resident
-from tests.integration.test_access import assert_refused
+from tests.flows import assert_refused
 
 WALLET = Actor(client_id="wallet-test")
 

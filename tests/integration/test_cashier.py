@@ -16,7 +16,6 @@ import io
 import json
 import secrets
 from datetime import timedelta
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -26,8 +25,9 @@ from cardcore.clock import utcnow
 from cashier import accounts, notifier, orders, sweeper
 from cashier.channels.dev import mock_merchant_configs
 from cashier.models import Notification, NotificationStatus, Order, Refund
-from tests.integration.test_access import assert_refused
-from tests.integration.test_resident_api import strong_account
+from tests.flows import (
+    assert_refused, confirm, eventually, new_order, open_pay_page, order_body, pay_through, received, strong_account,
+)
 
 pytestmark = pytest.mark.usefixtures("clean_mocks")
 
@@ -63,36 +63,6 @@ async def delivery():
         yield client
 
 
-def order_body(settings, **overrides) -> dict:
-    body = {
-        "out_trade_no": "HIS" + secrets.token_hex(8),
-        "amount_fen": 12_345,
-        "subject": "门诊缴费 处方 3 项",
-        "order_type": "outpatient",
-        "notify_url": f"{settings.base_url}/_mock/institution/notify",
-        "return_url": "https://his.example.org/paid",
-    }
-    body.update(overrides)
-    return body
-
-
-async def new_order(hospital, settings, **overrides) -> dict:
-    reply = await hospital.post("/cashier/v1/orders", order_body(settings, **overrides))
-    assert reply.status_code == 201, reply.text
-    return reply.json()
-
-
-async def eventually(check, timeout_s: float = 15.0, interval_s: float = 0.05):
-    """Poll ``check`` (async, returns a truthy value when done) until it succeeds."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(interval_s)
-
-
 async def order_status(order_no: str) -> str:
     return (await Order.get(order_no=order_no)).status.value
 
@@ -101,38 +71,9 @@ async def paid(order_no: str):
     return await order_status(order_no) == "paid"
 
 
-async def received(http, out_trade_no: str) -> list[dict]:
-    return (await http.get("/_mock/institution/notifications", params={"out_trade_no": out_trade_no})).json()["items"]
-
-
 async def deliver_all(rt, delivery) -> None:
     while await notifier.deliver_due(rt, delivery):
         pass
-
-
-async def pay_through(http, order: dict, method: str) -> dict:
-    """Choose a method on the cashier page; a redirect is followed the way the browser would."""
-    reply = await http.post(f"/cashier/{order['order_no']}/pay", json={"channel": method})
-    assert reply.status_code == 200, reply.text
-    action = reply.json()
-    if action["action"] == "redirect" and "oauth2" not in action["url"]:
-        await open_pay_page(http, action)
-    return action
-
-
-async def open_pay_page(http, action: dict) -> None:
-    """The payer's browser arriving at the channel's payment page (which opens the trade there)."""
-    parts = urlsplit(action["url"])
-    if action.get("method") == "POST":
-        page = await http.post(parts.path, data=action["fields"])
-    else:
-        page = await http.get(f"{parts.path}?{parts.query}")
-    assert page.status_code == 200, page.text
-
-
-async def confirm(http, channel: str, order_no: str) -> None:
-    reply = await http.post(f"/_mock/{channel}/pay/orders/{order_no}/confirm")
-    assert reply.status_code in (200, 302, 303), reply.text
 
 
 # --- orders -----------------------------------------------------------------------------
@@ -550,7 +491,7 @@ async def test_combined_code_identifies_and_pays_at_the_counter(http, hospital, 
 
 
 async def test_binding_a_payment_account_needs_strong_auth(http):
-    from tests.integration.test_resident_api import claimed
+    from tests.flows import claimed
 
     account, _ = await claimed(http)
     assert_refused(await account.post("/mp/v1/payment-accounts", {"channel": "alipay"}), 403, "STRONG_AUTH_REQUIRED")

@@ -4,62 +4,8 @@ Residents log in by phone here (the SMS mock answers in process); WeChat and Ali
 logins drive the real SDKs against a running server in tests/e2e.
 """
 
-import secrets
-
-
 from tests.factories import resident
-from tests.integration.test_access import assert_refused
-
-
-class Resident:
-    """A resident's phone and browser: a bearer token after SMS login."""
-
-    def __init__(self, http, token: str, phone: str):
-        self.http = http
-        self.phone = phone
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    async def get(self, path, **kw):
-        return await self.http.get(path, headers=self.headers, **kw)
-
-    async def post(self, path, body=None):
-        return await self.http.post(path, json=body, headers=self.headers)
-
-    async def delete(self, path):
-        return await self.http.delete(path, headers=self.headers)
-
-    async def last_sms_code(self, phone: str | None = None) -> str:
-        inbox = (await self.http.get("/_mock/sms/messages", params={"phone": phone or self.phone})).json()["items"]
-        return inbox[0]["code"]
-
-
-def new_phone() -> str:
-    return "139" + f"{secrets.randbelow(10**8):08d}"
-
-
-async def log_in(http, phone: str | None = None) -> Resident:
-    phone = phone or new_phone()
-    assert (await http.post("/mp/v1/login/sms/send", json={"phone": phone})).status_code == 200
-    inbox = (await http.get("/_mock/sms/messages", params={"phone": phone})).json()["items"]
-    reply = await http.post("/mp/v1/login/sms", json={"phone": phone, "code": inbox[0]["code"]})
-    assert reply.status_code == 200, reply.text
-    assert reply.json()["expires_in"] == 7200
-    http.cookies.clear()  # the shared client must not carry this resident's H5 cookie into other tests
-    return Resident(http, reply.json()["token"], phone)
-
-
-async def known_person(http, **overrides) -> dict:
-    person = resident(**overrides)
-    assert (await http.post("/_mock/registry/people", json=person)).status_code in (200, 201)
-    return person
-
-
-async def claimed(http, **overrides) -> tuple[Resident, dict]:
-    account = await log_in(http)
-    person = await known_person(http, **overrides)
-    reply = await account.post("/mp/v1/cards", {**person, "relation": "self"})
-    assert reply.status_code == 201, reply.text
-    return account, reply.json()
+from tests.flows import assert_refused, claimed, known_person, log_in, new_phone, strong_account
 
 
 async def test_login_is_required(http):
@@ -134,17 +80,6 @@ async def test_strong_auth_by_sms(http):
     account, card = await strong_account(http)
     shown = (await account.get(f"/mp/v1/cards/{card['health_card_id']}")).json()
     assert shown["auth_level"] == "strong"
-
-
-async def strong_account(http) -> tuple[Resident, dict]:
-    person = await known_person(http)
-    account = await log_in(http)
-    card = (await account.post("/mp/v1/cards", {**person, "relation": "self"})).json()
-    await account.post("/mp/v1/auth/sms", {"health_card_id": card["health_card_id"]})
-    code = await account.last_sms_code(person["phone"])
-    reply = await account.post("/mp/v1/auth/sms/verify", {"health_card_id": card["health_card_id"], "code": code})
-    assert reply.status_code == 200 and reply.json()["auth_level"] == "strong", reply.text
-    return account, card
 
 
 async def test_face_strong_auth(http):

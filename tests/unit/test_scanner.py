@@ -8,7 +8,17 @@ from PIL import Image, ImageDraw
 
 from cardcore import qrimage, signing
 from cardcore.codes import CodeText
-from mocks.scanner import PRESETS, Scanner, camera_view, code_picture, decode, perspective_coefficients, read
+from mocks.scanner import (
+    PRESETS,
+    Credentials,
+    RegistrationRefused,
+    Scanner,
+    camera_view,
+    code_picture,
+    decode,
+    perspective_coefficients,
+    read,
+)
 
 VUID = "04199236679E6CE4971932CC229E455AA8F20B7D1CC9C13958FD000C334A2439"
 VALID = "383C75866264B4C6EDD1D252A7692F22"
@@ -108,3 +118,49 @@ def test_scanner_submits_what_it_decoded_signed_as_the_terminal():
     parts = signing.read_signed_parts(request.headers)
     assert parts.client_id == "trm_x"
     assert signing.signature_matches("s3cret", "POST", "/inst/v1/codes/verify", parts, request.content)
+
+
+def test_a_terminal_registers_under_its_institution_is_approved_and_scans_as_itself():
+    sent = []
+
+    def platform(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        if request.url.path == "/inst/v1/terminals":
+            return httpx.Response(201, json={"client_id": "trm_new", "secret": "new-secret"})
+        if request.url.path == "/admin/v1/terminals/trm_new/approve":
+            return httpx.Response(200, json={"client_id": "trm_new", "status": "approved"})
+        return httpx.Response(200, json={"result": "ok"})
+
+    institution, admin = Credentials("ins_x", "ins-secret"), Credentials("adm_x", "adm-secret")
+    with httpx.Client(transport=httpx.MockTransport(platform)) as http:
+        scanner = Scanner.register("http://platform.test", institution, admin, "门诊一楼 3 号窗", http=http)
+        report = scanner.verify(STATIC, "registration", preset="sticker_200dpi", seed=1)
+
+    assert scanner.credentials == Credentials("trm_new", "new-secret")
+    assert report.status == 200 and report.answer_ms is not None
+    signers = [(r.url.path, signing.read_signed_parts(r.headers).client_id) for r in sent]
+    assert signers == [
+        ("/inst/v1/terminals", "ins_x"),
+        ("/admin/v1/terminals/trm_new/approve", "adm_x"),
+        ("/inst/v1/codes/verify", "trm_new"),
+    ]
+    assert json.loads(sent[0].content) == {"name": "门诊一楼 3 号窗"}
+    for request, secret in zip(sent, ("ins-secret", "adm-secret", "new-secret")):
+        parts = signing.read_signed_parts(request.headers)
+        path = request.url.raw_path.decode()
+        assert signing.signature_matches(secret, request.method, path, parts, request.content)
+
+
+def test_a_refused_registration_says_why_and_asks_no_approval():
+    sent = []
+
+    def platform(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(403, json={"code": "CLIENT_DISABLED", "message": "client is disabled"})
+
+    with httpx.Client(transport=httpx.MockTransport(platform)) as http:
+        institution, admin = Credentials("ins_x", "s"), Credentials("adm_x", "s")
+        with pytest.raises(RegistrationRefused, match="register: 403 .*CLIENT_DISABLED") as refused:
+            Scanner.register("http://platform.test", institution, admin, "窗口", http=http)
+    assert refused.value.response.status_code == 403
+    assert len(sent) == 1

@@ -1,0 +1,53 @@
+"""The scanner benchmarks still work: each runs once in its quick mode and proves what it claims
+(not a timed test: their figures live in BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mocks.scanner import PRESETS
+from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
+from tests.e2e.conftest import isolated_storage
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_bench(script: str, *args: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), "--quick", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def test_scanner_reads_every_preset_back_exactly():
+    result = run_bench("scanner.py")
+    assert [row["preset"] for row in result["presets"]] == list(PRESETS)
+    assert all(row["decoded"] == row["attempts"] > 0 for row in result["presets"]), result["presets"]
+    assert result["total"]["mismatches"] == 0 and result["baseline"]["mismatches"] == 0
+    assert result["passed"] is True
+
+
+@pytest.mark.skipif(
+    not (TEST_DATABASE_URL and TEST_REDIS_URL),
+    reason="bench/scan_load.py runs on PostgreSQL + Redis: set EHC_TEST_DATABASE_URL and EHC_TEST_REDIS_URL",
+)
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (Debian: apt-get install wrk)")
+def test_scan_load_refuses_every_replay_and_no_fresh_code(tmp_path):
+    with isolated_storage(tmp_path) as (database_url, redis_url):
+        result = run_bench("scan_load.py", "--database-url", database_url, "--redis-url", redis_url)
+    assert result["passed"] is True, result["problems"]
+    totals = result["totals"]
+    assert totals["valid_codes_refused"] == 0 and totals["replays_accepted"] == 0
+    assert totals["fresh_codes_verified"] > 0 and totals["replays_refused"] > 0
+    assert result["platform_record"]["verify_ok"] >= totals["fresh_codes_verified"]
+    sample = result["decode_sample"]
+    assert sample["decoded_exactly"] == sample["codes"] > 0
+    assert result["load"]["rps"] > 0 and result["baseline"]["rps"] > 0
