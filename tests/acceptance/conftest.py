@@ -16,7 +16,7 @@ import pytest
 
 from mocks.scanner import AsyncScanner, Credentials
 from tests.conftest import Signer
-from tests.e2e.conftest import LiveServer, running_server
+from tests.servers import LiveServer, running_server
 
 
 @pytest.fixture(scope="module")

@@ -1,214 +1,23 @@
-"""A real server process for tests that need TCP: the synchronous SDKs (wechatpy,
+"""Fixtures for tests that need a real server process: the synchronous SDKs (wechatpy,
 python-alipay-sdk) make their own HTTP requests, so they cannot use the in-process app.
 
-``live_server`` starts ``python -m openplatform serve --migrate`` once per test module,
-with the mocks mounted, a fresh var directory and a free port, and gives the test the
-same ``Settings`` the server runs with (so the provider clients point at its mocks and
-share its development key material).
-
-Every server gets storage of its own: a new SQLite file, or on PostgreSQL + Redis a new
-database and its own Redis database number. Its keys are new too, so data sealed by
-another server (or an earlier run) must never be visible to it.
+``live_server`` starts ``python -m openplatform serve --migrate`` once per test module
+(``tests.servers.running_server``: mocks mounted, fresh storage and keys, a free port) and
+gives the test the ``Settings`` the server runs with.
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
-import json
-import os
-import secrets
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
-
 import httpx
 import pytest
 
-from cardcore.settings import Settings
-from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
-
-# Redis database numbers handed to servers in turn; 0 belongs to the in-process suite,
-# 13 to 15 to the benchmarks (bench/scan_load.py, bench/cashier.py, bench/codes.py).
-_REDIS_DBS = itertools.cycle(range(1, 13))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def _admin_sql(statement: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(TEST_DATABASE_URL)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-async def _flush_redis(url: str) -> None:
-    import redis.asyncio as redis
-
-    client = redis.from_url(url)
-    await client.flushdb()
-    await client.aclose()
-
-
-def run_async(coro):
-    """Run a coroutine to the end from synchronous code, even where a loop is running (the
-    sync Playwright API keeps one in the test thread)."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
-
-
-@contextmanager
-def isolated_storage(var_dir: Path):
-    """(database_url, redis_url) used by nobody else; PostgreSQL databases are dropped afterwards."""
-    if not TEST_DATABASE_URL:
-        yield f"sqlite://{var_dir / 'ehc.sqlite3'}", TEST_REDIS_URL
-        return
-    name = f"ehc_e2e_{secrets.token_hex(4)}"
-    run_async(_admin_sql(f'CREATE DATABASE "{name}"'))
-    database_url = urlunsplit(urlsplit(TEST_DATABASE_URL)._replace(path=f"/{name}"))
-    redis_url = ""
-    if TEST_REDIS_URL:
-        redis_url = urlunsplit(urlsplit(TEST_REDIS_URL)._replace(path=f"/{next(_REDIS_DBS)}"))
-        run_async(_flush_redis(redis_url))
-    try:
-        yield database_url, redis_url
-    finally:
-        run_async(_admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@dataclass(frozen=True)
-class LiveServer:
-    base_url: str
-    settings: Settings
-    env: dict
-
-    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        """``python -m openplatform <args>`` against this server's configuration."""
-        return subprocess.run(
-            [sys.executable, "-m", "openplatform", *args],
-            env=process_env(self.env),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    def seed_demo(self) -> dict:
-        """``seed-demo --json`` on this server: the demo institution, terminal, partner app and admin."""
-        seeded = self.run("seed-demo", "--json")
-        assert seeded.returncode == 0, seeded.stderr
-        return json.loads(seeded.stdout)
-
-
-def process_env(ehc_env: dict) -> dict:
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("EHC_")}, **ehc_env}
-    env.pop("SANIC_WORKER_IDENTIFIER", None)
-    return env
-
-
-@contextmanager
-def running_server(var_dir: Path, env_name: str = "test", before_serve=(), **extra_env: str):
-    """Start ``serve --migrate`` on fresh storage; ``before_serve`` are CLI commands run first."""
-    port = free_port()
-    with isolated_storage(var_dir) as (database_url, redis_url):
-        ehc_env = {
-            "EHC_ENV": env_name,
-            "EHC_VAR_DIR": str(var_dir),
-            "EHC_PORT": str(port),
-            "EHC_DATABASE_URL": database_url,
-            "EHC_REDIS_URL": redis_url,
-            "EHC_LOG_LEVEL": "WARNING",
-            **extra_env,
-        }
-        server = LiveServer(f"http://127.0.0.1:{port}", Settings.from_env(ehc_env, dotenv=False), ehc_env)
-        for command in before_serve:
-            done = server.run(*command)
-            assert done.returncode == 0, done.stderr
-        stderr_path = var_dir / "server.stderr"
-        with open(stderr_path, "wb") as stderr:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "openplatform", "serve", "--migrate"],
-                env=process_env(ehc_env),
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                start_new_session=True,  # the server and its workers: one process group to stop
-                preexec_fn=_stop_with_parent,
-            )
-        try:
-            _wait_until_up(server.base_url, process, stderr_path)
-            yield server
-        finally:
-            stop_process_group(process)
-
-
-def _stop_with_parent() -> None:
-    """In the child: SIGTERM when the test process dies, so a killed run leaves no server behind."""
-    import ctypes
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def stop_process_group(process: subprocess.Popen, grace_s: float = 30) -> None:
-    """SIGTERM (Sanic's manager stops its workers), then SIGKILL whatever of the group is left."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-def _wait_until_up(base_url: str, process: subprocess.Popen, stderr_path: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"server did not start: {stderr_path.read_text()[-2000:]}")
-        time.sleep(0.2)
+from tests.servers import CHROMIUM, browser_or_skip, running_server
 
 
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory):
     with running_server(tmp_path_factory.mktemp("live-var")) as server:
         yield server
-
-
-def browser_or_skip():
-    if Path(CHROMIUM).exists():
-        return
-    if os.environ.get("EHC_REQUIRE_BROWSER") == "1":
-        pytest.fail("EHC_REQUIRE_BROWSER=1 but chromium is not installed (apt-get install chromium)")
-    pytest.skip("chromium is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -223,15 +32,6 @@ def browser():
         )
         yield instance
         instance.close()
-
-
-def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-# --- payment channels (tests/e2e/payments.py): each channel module names its channel with a
-# ``channel_code`` fixture.
 
 
 @pytest.fixture

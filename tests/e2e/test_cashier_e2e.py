@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from openplatform.sdk import PlatformClient
-from tests.e2e.conftest import process_env, running_server, shot
+from tests.servers import process_env, running_server, shot
 
 PLAIN_MOBILE_UA = (
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36"

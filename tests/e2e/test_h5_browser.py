@@ -18,7 +18,7 @@ import zxingcpp
 from PIL import Image
 
 from openplatform.sdk import PlatformClient
-from tests.e2e.conftest import shot
+from tests.servers import shot
 from tests.factories import resident
 
 WECHAT_UA = (

@@ -31,7 +31,7 @@ from cardcore.providers import (
     WeChatLogin,
 )
 from cardcore.providers.alipay import error_of
-from tests.e2e.conftest import free_port
+from tests.servers import free_port
 from tests.factories import resident
 
 

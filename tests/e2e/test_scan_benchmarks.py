@@ -13,7 +13,7 @@ import pytest
 
 from mocks.scanner import PRESETS
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
-from tests.e2e.conftest import isolated_storage
+from tests.servers import isolated_storage
 
 ROOT = Path(__file__).resolve().parents[2]
 

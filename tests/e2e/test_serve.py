@@ -7,7 +7,7 @@ import pytest
 
 from cardcore import signing
 from openplatform.sdk import PlatformClient, build_request
-from tests.e2e.conftest import running_server
+from tests.servers import running_server
 
 
 @pytest.fixture(scope="module")
