@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tortoise import Tortoise, connections
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.migrations.api import migrate as run_migrations
 
 # Model apps in dependency order; layers above cardcore add theirs (label -> package).
@@ -14,7 +15,7 @@ CORE_APPS = {"cardcore": "cardcore"}
 def tortoise_config(database_url: str, apps: dict[str, str] | None = None) -> dict:
     apps = apps or CORE_APPS
     return {
-        "connections": {"default": _normalise_url(database_url)},
+        "connections": {"default": _connection(database_url)},
         "apps": {
             label: {
                 "models": [f"{package}.models"],
@@ -26,6 +27,25 @@ def tortoise_config(database_url: str, apps: dict[str, str] | None = None) -> di
         "use_tz": True,
         "timezone": "UTC",
     }
+
+
+def _connection(url: str) -> dict:
+    connection = expand_db_url(_normalise_url(url))
+    if connection["engine"] == "tortoise.backends.asyncpg":
+        connection["credentials"]["reset"] = _rollback_if_in_transaction
+    return connection
+
+
+async def _rollback_if_in_transaction(connection) -> None:
+    """Reset of a pooled PostgreSQL connection on release.
+
+    asyncpg's default reset sends ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
+    ALL`` on every release, a round trip per query. The platform takes no advisory locks,
+    keeps no cursors or listeners and changes no session settings, so only an open
+    transaction (a cancelled request) needs undoing.
+    """
+    if connection.is_in_transaction():
+        await connection.execute("ROLLBACK")
 
 
 def _normalise_url(url: str) -> str:

@@ -93,18 +93,16 @@ async def create_order(rt: Runtime, institution_id: str, request: OrderRequest) 
 
 async def open_order(rt: Runtime, institution_id: str, digest: str, **fields) -> tuple[Order, bool]:
     """Insert an order once per (institution, out_trade_no); ``digest`` tells a retry from a conflict."""
-    out_trade_no = fields["out_trade_no"]
-    existing = await Order.get_or_none(institution_id=institution_id, out_trade_no=out_trade_no)
-    if existing is None:
-        fields.setdefault("expires_at", utcnow() + timedelta(minutes=rt.settings.order_expire_minutes))
-        try:
-            order = await Order.create(
-                order_no=new_order_no(), institution_id=institution_id, request_digest=digest, **fields
-            )
-            return order, True
-        except IntegrityError:
-            # The same out_trade_no created at this moment by a concurrent request.
-            existing = await Order.get(institution_id=institution_id, out_trade_no=out_trade_no)
+    # Insert first: a new order costs one statement; a repeat (a retry, or the same
+    # out_trade_no sent concurrently) meets the unique key and reads the order it made.
+    fields.setdefault("expires_at", utcnow() + timedelta(minutes=rt.settings.order_expire_minutes))
+    try:
+        order = await Order.create(order_no=new_order_no(), institution_id=institution_id, request_digest=digest, **fields)
+        return order, True
+    except IntegrityError:
+        existing = await Order.get_or_none(institution_id=institution_id, out_trade_no=fields["out_trade_no"])
+        if existing is None:
+            raise  # not the (institution, out_trade_no) key
     if existing.request_digest != digest:
         raise DuplicateOutTradeNo()
     return existing, False
