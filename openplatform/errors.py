@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from pydantic import ValidationError
@@ -53,6 +54,11 @@ class EnvelopeErrorHandler(ErrorHandler):
             status = exception.status_code
             code = _SANIC_CODES.get(status, "BAD_REQUEST")
             return envelope(request, status, code, str(exception) or code.replace("_", " ").lower())
+        if isinstance(exception, asyncio.CancelledError):
+            # Sanic cancels a handler whose client hung up; nobody reads this answer, and
+            # unfinished database work was rolled back with the cancelled transaction.
+            log.info("request cancelled: the client closed the connection", extra={"request_id": request_id_of(request)})
+            return envelope(request, 503, "SERVICE_UNAVAILABLE", "the request was cancelled")
         # Anything else is our fault: log it with the request id, reveal nothing.
         log.exception("unhandled error", extra={"request_id": request_id_of(request)})
         return envelope(request, 500, "INTERNAL_ERROR", "internal error; quote the request id when reporting it")

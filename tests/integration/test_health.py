@@ -1,3 +1,10 @@
+import asyncio
+import json as jsonlib
+
+from sanic import Request
+
+from openplatform.errors import EnvelopeErrorHandler
+
 async def test_healthz_is_up_and_carries_a_request_id(http):
     reply = await http.get("/healthz")
     assert reply.status_code == 200
@@ -66,3 +73,13 @@ async def test_openapi_document_lists_the_cashier(http):
     schema = create["requestBody"]["content"]["application/json"]["schema"]
     assert {"out_trade_no", "amount_fen", "notify_url"} <= set(schema["required"])
     assert any("/refunds" in p for p in paths) and any(p.startswith("/cashier/notify/") for p in paths)
+
+
+def test_a_request_its_client_abandoned_is_logged_as_cancelled_not_as_a_failure(app, caplog):
+    # Sanic cancels the handler of a request whose client hung up.
+    request = Request(b"/cashier/v1/orders", {}, "1.1", "POST", None, app)
+    with caplog.at_level("INFO", logger="ehc.errors"):
+        answer = EnvelopeErrorHandler().default(request, asyncio.CancelledError())
+    assert answer.status == 503 and jsonlib.loads(answer.body)["code"] == "SERVICE_UNAVAILABLE"
+    assert [r.levelname for r in caplog.records if r.name == "ehc.errors"] == ["INFO"]
+    assert "client closed the connection" in caplog.records[-1].getMessage()
