@@ -49,18 +49,18 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.codes import (  # noqa: E402
-    PLAIN_APP,
-    PLAIN_PATH,
+from bench.codes import PLAIN_APP, PLAIN_PATH, wrk  # noqa: E402
+from bench.harness import (  # noqa: E402
     BenchFailure,
     Processes,
-    _figures,
+    figures,
     flush_redis_db,
     free_port,
     machine_info,
+    note,
+    raw_request,
     recreate_database,
     require_clean,
-    run_wrk,
     server_versions,
     wait_until_up,
     wrk_version,
@@ -86,10 +86,6 @@ class Sizes:
 
 FULL = Sizes(orders=6000, flows=64, duration_s=10)
 QUICK = Sizes(orders=150, flows=16, duration_s=2)
-
-
-def note(message: str) -> None:
-    print(f"[bench/cashier] {message}", file=sys.stderr, flush=True)
 
 
 # --- a small HTTP/1.1 client: kept-alive connections, no parsing beyond what is needed ---------
@@ -177,7 +173,7 @@ async def drive(base_url: str, hospital: dict, sizes: Sizes) -> list[str]:
     return made
 
 
-async def delivery_figures(database_url: str, expected_total: int, skip_oldest: int, timeout_s: float) -> dict:
+async def deliveryfigures(database_url: str, expected_total: int, skip_oldest: int, timeout_s: float) -> dict:
     """Wait until ``expected_total`` orders have their notification delivered, then the figures
     of all but the ``skip_oldest`` first orders (the warm-up)."""
     import asyncpg
@@ -234,10 +230,7 @@ class CreatePool:
                 headers, body = build_request(
                     self.hospital["client_id"], self.hospital["secret"], "POST", ORDER_PATH, order_payload(self.base_url)
                 )
-                head = f"POST {ORDER_PATH} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-                head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-                head += f"Content-Length: {len(body)}\r\n\r\n"
-                raw = head.encode("ascii") + body
+                raw = raw_request("POST", ORDER_PATH, host, {"Content-Type": "application/json", **headers}, body)
                 out.write(b"%d\n" % len(raw))
                 out.write(raw)
 
@@ -285,22 +278,22 @@ def run(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, machine
         warm = WARMUP_ORDERS
         note(f"warm-up: {warm} orders end to end")
         asyncio.run(drive(base_url, hospital, Sizes(orders=warm, flows=8, duration_s=1)))
-        asyncio.run(delivery_figures(database_url, warm, 0, 60))
+        asyncio.run(deliveryfigures(database_url, warm, 0, 60))
 
         note(f"end to end: {sizes.orders} orders, {sizes.flows} in flight")
         started = time.monotonic()
         asyncio.run(drive(base_url, hospital, sizes))
         driven_s = time.monotonic() - started
-        end_to_end = asyncio.run(delivery_figures(database_url, warm + sizes.orders, warm, 300))
+        end_to_end = asyncio.run(deliveryfigures(database_url, warm + sizes.orders, warm, 300))
         end_to_end.update(driver_s=round(driven_s, 2), flows=sizes.flows)
 
         pool_path = work_dir / "create.bin"
         count = MAX_CREATE_RPS * sizes.duration_s
         note(f"create order vs plain endpoint: wrk {sizes.duration_s} s each, pool of {count}")
         CreatePool(base_url, hospital).write(pool_path, count)
-        plain_run = run_wrk(plain_url, sizes, sizes.duration_s, ["get", PLAIN_PATH])
+        plain_run = wrk(plain_url, sizes, sizes.duration_s, ["get", PLAIN_PATH])
         require_clean(plain_run, "plain endpoint")
-        create_run = run_wrk(base_url, sizes, sizes.duration_s, ["pool", str(pool_path), str(sizes.wrk_threads)])
+        create_run = wrk(base_url, sizes, sizes.duration_s, ["pool", str(pool_path), str(sizes.wrk_threads)])
         require_clean(create_run, "create order")
         if server.poll() is not None or plain.poll() is not None:
             raise BenchFailure("a server died during the run")
@@ -308,8 +301,8 @@ def run(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, machine
         processes.stop_all()
 
     create_order = {
-        "create": _figures(create_run),
-        "plain": _figures(plain_run),
+        "create": figures(create_run),
+        "plain": figures(plain_run),
         "ratio": round(create_run["rps"] / plain_run["rps"], 3),
         "wrk": f"-t{sizes.wrk_threads} -c{sizes.connections} -d{sizes.duration_s}s",
     }

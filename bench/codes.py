@@ -43,9 +43,6 @@ import random
 import re
 import secrets
 import shutil
-import signal
-import socket
-import ssl
 import statistics
 import struct
 import subprocess
@@ -66,6 +63,22 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes  # 
 from gmssl import sm3 as gmssl_sm3  # noqa: E402
 from gmssl import sm4 as gmssl_sm4  # noqa: E402
 
+from bench.harness import (  # noqa: E402
+    BenchFailure,
+    Processes,
+    figures,
+    flush_redis_db,
+    free_port,
+    machine_info,
+    note,
+    raw_request,
+    recreate_database,
+    require_clean,
+    run_wrk,
+    server_versions,
+    wait_until_up,
+    wrk_version,
+)
 from cardcore.codes import CodeText, derive_vuid, new_empi_id, open_valid, parse_code_text, seal_valid  # noqa: E402
 from cardcore.keyvault import KeyVault  # noqa: E402
 
@@ -95,14 +108,6 @@ class Sizes:
 
 FULL = Sizes(inproc_rounds=9, inproc_batch_s=0.25, cards=200, warmup_s=3, duration_s=10, http_rounds=2)
 QUICK = Sizes(inproc_rounds=3, inproc_batch_s=0.05, cards=40, warmup_s=1, duration_s=3, http_rounds=1)
-
-
-class BenchFailure(RuntimeError):
-    """The benchmark could not produce honest figures."""
-
-
-def note(message: str) -> None:
-    print(f"[bench/codes] {message}", file=sys.stderr, flush=True)
 
 
 # --- in process ----------------------------------------------------------------------------
@@ -331,103 +336,6 @@ def bench_in_process(sizes: Sizes, work_dir: Path) -> dict:
 # --- HTTP ---------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Processes:
-    """Servers this benchmark started; all of them are stopped on the way out."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self._log_dir = log_dir
-        self._started: list[tuple[str, subprocess.Popen, Path]] = []
-
-    def start(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
-        log_path = self._log_dir / f"{name}.log"
-        with open(log_path, "wb") as log:
-            # Its own session: the server and the workers it spawns form one process group.
-            process = subprocess.Popen(
-                argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        self._started.append((name, process, log_path))
-        return process
-
-    def log_tail(self, process: subprocess.Popen, chars: int = 3000) -> str:
-        for _, started, log_path in self._started:
-            if started is process:
-                return log_path.read_text(errors="replace")[-chars:]
-        return ""
-
-    def stop_all(self) -> None:
-        for name, process, _ in reversed(self._started):
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)  # Sanic's manager stops its workers on SIGINT/SIGTERM
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    note(f"{name} did not stop in 20 s; killing its process group")
-            # Whatever is left of this server's own process group (workers) goes too.
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-        self._started.clear()
-
-
-def wait_until_up(url: str, process: subprocess.Popen, processes: Processes, timeout_s: float = 60) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise BenchFailure(f"server behind {url} did not start:\n{processes.log_tail(process)}")
-        time.sleep(0.2)
-
-
-async def recreate_database(database_url: str) -> None:
-    import asyncpg
-
-    parts = urlsplit(database_url)
-    name = parts.path.lstrip("/")
-    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name) or name in ("test", "postgres", "template0", "template1"):
-        raise BenchFailure(f"refusing to drop and recreate database {name!r}: give the benchmark its own database")
-    admin_url = parts._replace(path="/postgres").geturl()
-    connection = await asyncpg.connect(admin_url)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-
-
-async def server_versions(database_url: str, redis_url: str) -> dict:
-    import asyncpg
-    import redis.asyncio as aioredis
-
-    connection = await asyncpg.connect(database_url)
-    try:
-        postgres = await connection.fetchval("SHOW server_version")
-    finally:
-        await connection.close()
-    client = aioredis.from_url(redis_url)
-    try:
-        info = await client.info("server")
-    finally:
-        await client.aclose()
-    return {"postgres": postgres, "redis": info.get("redis_version")}
-
-
 async def count_verify_events(database_url: str) -> int:
     import asyncpg
 
@@ -438,17 +346,11 @@ async def count_verify_events(database_url: str) -> int:
         await connection.close()
 
 
-def flush_redis_db(redis_url: str) -> None:
-    import redis
-
-    db = int(urlsplit(redis_url).path.lstrip("/") or 0)
-    if db == 0:
-        raise BenchFailure("refusing to flush Redis database 0: give the benchmark its own database (default 15)")
-    client = redis.Redis.from_url(redis_url)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
+def wrk(url: str, sizes, duration_s: int, script_args: list[str]) -> dict:
+    """verify.lua under wrk, sized by a benchmark's ``Sizes`` (connections, wrk_threads)."""
+    return run_wrk(
+        url, LUA_SCRIPT, connections=sizes.connections, duration_s=duration_s, script_args=script_args, threads=sizes.wrk_threads
+    )
 
 
 class RequestPool:
@@ -480,58 +382,10 @@ class RequestPool:
                 headers, body = build_request(
                     self._client_id, self._secret, "POST", VERIFY_PATH, {"qr_code_text": text, "scene": "consultation"}
                 )
-                head = f"POST {VERIFY_PATH} HTTP/1.1\r\nHost: {self._host}\r\n"
-                head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-                head += f"Content-Length: {len(body)}\r\n\r\n"
-                raw = head.encode("ascii") + body
+                raw = raw_request("POST", VERIFY_PATH, self._host, headers, body)
                 out.write(b"%d\n" % len(raw))
                 out.write(raw)
         return signed_at
-
-
-def run_wrk(url: str, sizes: Sizes, duration_s: int, script_args: list[str]) -> dict:
-    argv = [
-        "wrk", "-t", str(sizes.wrk_threads), "-c", str(sizes.connections), "-d", f"{duration_s}s",
-        "--timeout", "10s", "-s", str(LUA_SCRIPT), url, "--", *script_args,
-    ]  # fmt: skip
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 180)
-    result = first_error = None
-    for line in done.stdout.splitlines():
-        if line.startswith("BENCH_RESULT "):
-            result = json.loads(line.removeprefix("BENCH_RESULT "))
-        elif line.startswith("BENCH_FIRST_ERROR "):
-            first_error = line.removeprefix("BENCH_FIRST_ERROR ")
-    if done.returncode != 0 or result is None:
-        raise BenchFailure(f"wrk failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    result["first_error"] = first_error
-    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
-    return result
-
-
-def require_clean(run: dict, what: str) -> None:
-    """Every request answered 200, none failed on the socket, the pool lasted."""
-    socket_errors = sum(run["socket_errors"].values())
-    problems = []
-    if run["requests"] == 0:
-        problems.append("no request completed")
-    if run["not_ok"] or run["status_errors"]:
-        problems.append(f"{run['not_ok']} answers were not 200 (first: {run['first_error']})")
-    if socket_errors:
-        problems.append(f"socket errors {run['socket_errors']}")
-    if run["exhausted"]:
-        problems.append(f"the request pool ran out ({run['loaded']} requests); the run would have replayed requests")
-    if problems:
-        raise BenchFailure(f"{what}: " + "; ".join(problems))
-
-
-def _figures(run: dict) -> dict:
-    return {
-        "rps": round(run["rps"]),
-        "p50_ms": round(run["latency_us"]["p50"] / 1000, 2),
-        "p99_ms": round(run["latency_us"]["p99"] / 1000, 2),
-        "requests": run["requests"],
-        "non_2xx": run["not_ok"],
-    }
 
 
 def bench_http(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, versions: dict) -> dict:
@@ -601,7 +455,7 @@ def bench_http(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, 
             signed_at = pool.write(pool_path, count)
             if time.time() - signed_at > SIGNATURE_WINDOW_S - duration_s - 30:
                 raise BenchFailure("building the request pool took too long for the signature window")
-            run = run_wrk(base_url, sizes, duration_s, ["pool", str(pool_path), str(sizes.wrk_threads)])
+            run = wrk(base_url, sizes, duration_s, ["pool", str(pool_path), str(sizes.wrk_threads)])
             pool_path.unlink()
             return run
 
@@ -631,7 +485,7 @@ def bench_http(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, 
         verify_runs, plain_runs = [], []
         for round_no in range(sizes.http_rounds):
             note(f"round {round_no + 1}/{sizes.http_rounds}: plain {sizes.duration_s} s")
-            plain_run = run_wrk(plain_url, sizes, sizes.duration_s, ["get", PLAIN_PATH])
+            plain_run = wrk(plain_url, sizes, sizes.duration_s, ["get", PLAIN_PATH])
             require_clean(plain_run, "plain endpoint")
             plain_runs.append(plain_run)
             # The bare endpoint just measured bounds what verify can reach: on a busy machine
@@ -667,39 +521,11 @@ def bench_http(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, 
         "workers": WORKERS,
         "wrk": f"-t{sizes.wrk_threads} -c{sizes.connections} -d{sizes.duration_s}s",
         "cards": len(vuids),
-        "rounds": [{"plain": _figures(p), "verify": _figures(v)} for p, v in zip(plain_runs, verify_runs)],
+        "rounds": [{"plain": figures(p), "verify": figures(v)} for p, v in zip(plain_runs, verify_runs)],
     }
 
 
 # --- machine and main -------------------------------------------------------------------
-
-
-def machine_info() -> dict:
-    cpu_model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import cryptography
-    from cryptography.hazmat.backends.openssl import backend
-
-    nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {
-        "nproc": nproc,
-        "cpu_model": cpu_model,
-        "python": sys.version.split()[0],
-        "platform": f"{os.uname().sysname} {os.uname().release} {os.uname().machine}",
-        "openssl_hashlib": ssl.OPENSSL_VERSION,
-        "openssl_cryptography": f"{backend.openssl_version_text()} (cryptography {cryptography.__version__})",
-    }
-
-
-def wrk_version() -> str:
-    done = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
-    return (done.stdout or done.stderr).splitlines()[0].strip() if (done.stdout or done.stderr) else "wrk"
 
 
 def goals(in_process: dict, http: dict) -> dict:

@@ -58,13 +58,17 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.codes import (  # noqa: E402
+from bench.harness import (  # noqa: E402
     BenchFailure,
     Processes,
     flush_redis_db,
     free_port,
+    latency_figures,
     machine_info,
+    note,
+    raw_request,
     recreate_database,
+    run_wrk,
     server_versions,
     wait_until_up,
     wrk_version,
@@ -107,10 +111,6 @@ class Sizes:
 
 FULL = Sizes(terminals=64, cards=200, connections=32, warmup_s=3, duration_s=20, rounds=3, decode_sample=42)
 QUICK = Sizes(terminals=8, cards=20, connections=8, warmup_s=1, duration_s=2, rounds=1, decode_sample=6)
-
-
-def note(message: str) -> None:
-    print(f"[bench/scan_load] {message}", file=sys.stderr, flush=True)
 
 
 # --- the request pool -------------------------------------------------------------------------
@@ -207,11 +207,7 @@ class PoolBuilder:
                 terminal = self._terminals[index % len(self._terminals)]
                 body = {"qr_code_text": text, "scene": SCENES[index % len(SCENES)]}
                 headers, content = build_request(*astuple(terminal), "POST", VERIFY_PATH, body)
-                head = f"POST {VERIFY_PATH} HTTP/1.1\r\nHost: {self._host}\r\n"
-                head += f"X-Request-Id: {tag(kind, index)}\r\n"
-                head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-                head += f"Content-Length: {len(content)}\r\n\r\n"
-                raw = head.encode("ascii") + content
+                raw = raw_request("POST", VERIFY_PATH, self._host, {"X-Request-Id": tag(kind, index), **headers}, content)
                 after = "-" if original is None else tag("f", original)
                 out.write(f"{tag(kind, index)} {kind} {vuid} {after} {len(raw)}\n".encode("ascii"))
                 out.write(raw)
@@ -244,24 +240,8 @@ class RedisWatch:
         self._client.close()
 
 
-def run_wrk(url: str, sizes: Sizes, duration_s: int, script_args: list[str]) -> dict:
-    argv = [
-        "wrk", "-t", "1", "-c", str(sizes.connections), "-d", f"{duration_s}s", "--timeout", "10s",
-        "-s", str(LUA_SCRIPT), url, "--", *script_args,
-    ]  # fmt: skip
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 180)
-    result, wrong = None, []
-    for line in done.stdout.splitlines():
-        if line.startswith("BENCH_RESULT "):
-            result = json.loads(line.removeprefix("BENCH_RESULT "))
-        elif line.startswith("BENCH_FIRST_ERROR "):
-            wrong.append(line.removeprefix("BENCH_FIRST_ERROR "))
-    if done.returncode != 0 or result is None:
-        output = f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
-        raise BenchFailure(f"wrk failed (exit {done.returncode}):\n{output}")
-    result["first_error"] = " | ".join(wrong) or None
-    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
-    return result
+def wrk(url: str, sizes: Sizes, duration_s: int, script_args: list[str]) -> dict:
+    return run_wrk(url, LUA_SCRIPT, connections=sizes.connections, duration_s=duration_s, script_args=script_args)
 
 
 def problems_of(run: dict, what: str) -> list[str]:
@@ -279,15 +259,6 @@ def problems_of(run: dict, what: str) -> list[str]:
     return [f"{what}: {problem}" for problem in problems]
 
 
-def _latency(run: dict) -> dict:
-    return {
-        "rps": round(run["rps"]),
-        "p50_ms": round(run["latency_us"]["p50"] / 1000, 2),
-        "p99_ms": round(run["latency_us"]["p99"] / 1000, 2),
-        "requests": run["requests"],
-    }
-
-
 def unanswered(run: dict) -> tuple[int, int]:
     """Fresh codes and replays sent but not answered when wrk stopped (at most one per connection)."""
     fresh = run["sent_fresh"] - run["fresh_ok"] - run["fresh_bad"]
@@ -297,7 +268,7 @@ def unanswered(run: dict) -> tuple[int, int]:
 def load_figures(run: dict) -> dict:
     fresh_in_flight, replays_in_flight = unanswered(run)
     return {
-        **_latency(run),
+        **latency_figures(run),
         "fresh": {"sent": run["sent_fresh"], "verified_200": run["fresh_ok"], "refused": run["fresh_bad"],
                   "unanswered_at_stop": fresh_in_flight},
         "replays": {"sent": run["sent_replay"], "refused_409_code_used": run["replay_used"],
@@ -395,7 +366,7 @@ def bench(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, repor
             if time.time() - pool.sealed_at + duration_s + RUN_MARGIN_S > CODE_TTL_S:
                 took = time.time() - pool.sealed_at
                 raise BenchFailure(f"building the pool took {took:.0f} s: its codes would expire in the run")
-            run = run_wrk(base_url, sizes, duration_s, ["pool", str(pool_path)])
+            run = wrk(base_url, sizes, duration_s, ["pool", str(pool_path)])
             watch.check("a run of scans")
             pool_path.unlink()
             return run, pool
@@ -416,7 +387,7 @@ def bench(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, repor
         loads, baselines = [], []
         for round_no in range(1, sizes.rounds + 1):
             note(f"round {round_no}/{sizes.rounds}: baseline GET {BASELINE_PATH}, {sizes.duration_s} s")
-            baseline = run_wrk(base_url, sizes, sizes.duration_s, ["get", BASELINE_PATH])
+            baseline = wrk(base_url, sizes, sizes.duration_s, ["get", BASELINE_PATH])
             problems += problems_of(baseline, f"baseline round {round_no}")
             baselines.append(baseline)
             note(f"round {round_no}/{sizes.rounds}: scans, {sizes.duration_s} s, pool of {count} requests")
@@ -445,7 +416,7 @@ def bench(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, repor
         "decoded_exactly": sum(r["exact"] for r in readings),
         "mean_decode_ms": round(sum(r["decode_ms"] for r in readings) / max(1, len(readings)), 2),
     }
-    report["baseline"] = {"path": BASELINE_PATH, **_latency(best_baseline)}
+    report["baseline"] = {"path": BASELINE_PATH, **latency_figures(best_baseline)}
     report["load"] = load_figures(best)
     report["ratio"] = round(best["rps"] / best_baseline["rps"], 3)
     report["totals"] = {  # warm-up and every round
@@ -459,7 +430,7 @@ def bench(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, repor
         "verify_code_used": recorded.get("CODE_USED", 0),
     }
     report["rounds"] = [
-        {"baseline": _latency(b), "load": load_figures(r), "ratio": round(r["rps"] / b["rps"], 3)}
+        {"baseline": latency_figures(b), "load": load_figures(r), "ratio": round(r["rps"] / b["rps"], 3)}
         for b, r in zip(baselines, loads)
     ]
     return problems

@@ -1,4 +1,4 @@
-"""The scanner benchmarks still work: each runs once in its quick mode and proves what it claims
+"""The benchmarks still work: each runs once in its quick mode and proves what it claims
 (not a timed test: their figures live in BENCHMARKS.md)."""
 
 from __future__ import annotations
@@ -35,11 +35,15 @@ def test_scanner_reads_every_preset_back_exactly():
     assert result["passed"] is True
 
 
-@pytest.mark.skipif(
+needs_postgres_and_redis = pytest.mark.skipif(
     not (TEST_DATABASE_URL and TEST_REDIS_URL),
-    reason="bench/scan_load.py runs on PostgreSQL + Redis: set EHC_TEST_DATABASE_URL and EHC_TEST_REDIS_URL",
+    reason="the HTTP benchmarks run on PostgreSQL + Redis: set EHC_TEST_DATABASE_URL and EHC_TEST_REDIS_URL",
 )
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (Debian: apt-get install wrk)")
+needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (Debian: apt-get install wrk)")
+
+
+@needs_postgres_and_redis
+@needs_wrk
 def test_scan_load_refuses_every_replay_and_no_fresh_code(tmp_path):
     with isolated_storage(tmp_path) as (database_url, redis_url):
         result = run_bench("scan_load.py", "--database-url", database_url, "--redis-url", redis_url)
@@ -51,3 +55,28 @@ def test_scan_load_refuses_every_replay_and_no_fresh_code(tmp_path):
     sample = result["decode_sample"]
     assert sample["decoded_exactly"] == sample["codes"] > 0
     assert result["load"]["rps"] > 0 and result["baseline"]["rps"] > 0
+
+
+@needs_postgres_and_redis
+@needs_wrk
+def test_codes_benchmark_compares_like_with_like(tmp_path):
+    with isolated_storage(tmp_path) as (database_url, redis_url):
+        result = run_bench("codes.py", "--database-url", database_url, "--redis-url", redis_url)
+    in_process = result["in_process"]
+    assert in_process["ours_ops_s"] > 0 and in_process["gmssl_ops_s"] > 0 and in_process["limit_ops_s"] > 0
+    http = result["http"]
+    # Every verification answered ok and the platform recorded each one.
+    assert http["verify_rps"] > 0 and http["plain_rps"] > 0 and http["non_2xx"] == 0
+    assert http["verify_events_recorded"] >= http["requests"] > 0
+    assert set(result["goals"]) == {"ours_vs_gmssl >= 20", "ours_vs_limit >= 0.5", "http ratio >= 0.3"}
+
+
+@needs_postgres_and_redis
+@needs_wrk
+def test_cashier_benchmark_delivers_every_paid_order_once(tmp_path):
+    with isolated_storage(tmp_path) as (database_url, redis_url):
+        result = run_bench("cashier.py", "--database-url", database_url, "--redis-url", redis_url)
+    end_to_end = result["end_to_end"]
+    # delivery_figures fails the run on an unpaid order or a duplicate notification.
+    assert end_to_end["orders"] == 150 and end_to_end["orders_per_s"] > 0
+    assert result["create_order"]["create"]["non_2xx"] == 0 and result["create_order"]["create"]["rps"] > 0

@@ -1,0 +1,215 @@
+"""What every HTTP benchmark here needs: servers started and stopped as process groups, a
+fresh database and Redis database, wrk replaying pre-signed requests, and the machine's
+description that goes with every figure."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+BENCH_DIR = Path(__file__).resolve().parent
+
+
+class BenchFailure(RuntimeError):
+    """The benchmark could not produce honest figures."""
+
+
+def note(message: str) -> None:
+    """Progress on stderr (stdout carries the JSON report), prefixed with the benchmark's name."""
+    print(f"[bench/{Path(sys.argv[0]).stem}] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Processes:
+    """Servers this benchmark started; all of them are stopped on the way out."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self._log_dir = log_dir
+        self._started: list[tuple[str, subprocess.Popen, Path]] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
+        log_path = self._log_dir / f"{name}.log"
+        with open(log_path, "wb") as log:
+            # Its own session: the server and the workers it spawns form one process group.
+            process = subprocess.Popen(
+                argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self._started.append((name, process, log_path))
+        return process
+
+    def log_tail(self, process: subprocess.Popen, chars: int = 3000) -> str:
+        for _, started, log_path in self._started:
+            if started is process:
+                return log_path.read_text(errors="replace")[-chars:]
+        return ""
+
+    def stop_all(self) -> None:
+        from tests.servers import stop_process_group
+
+        for _, process, _ in reversed(self._started):
+            stop_process_group(process, grace_s=20)
+        self._started.clear()
+
+
+def wait_until_up(url: str, process: subprocess.Popen, processes: Processes, timeout_s: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise BenchFailure(f"server behind {url} did not start:\n{processes.log_tail(process)}")
+        time.sleep(0.2)
+
+
+async def recreate_database(database_url: str) -> None:
+    import asyncpg
+
+    parts = urlsplit(database_url)
+    name = parts.path.lstrip("/")
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name) or name in ("test", "postgres", "template0", "template1"):
+        raise BenchFailure(f"refusing to drop and recreate database {name!r}: give the benchmark its own database")
+    admin_url = parts._replace(path="/postgres").geturl()
+    connection = await asyncpg.connect(admin_url)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+
+
+async def server_versions(database_url: str, redis_url: str) -> dict:
+    import asyncpg
+    import redis.asyncio as aioredis
+
+    connection = await asyncpg.connect(database_url)
+    try:
+        postgres = await connection.fetchval("SHOW server_version")
+    finally:
+        await connection.close()
+    client = aioredis.from_url(redis_url)
+    try:
+        info = await client.info("server")
+    finally:
+        await client.aclose()
+    return {"postgres": postgres, "redis": info.get("redis_version")}
+
+
+def flush_redis_db(redis_url: str) -> None:
+    import redis
+
+    db = int(urlsplit(redis_url).path.lstrip("/") or 0)
+    if db == 0:
+        raise BenchFailure("refusing to flush Redis database 0: give the benchmark its own database")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+def raw_request(method: str, path: str, host: str, headers: dict[str, str], body: bytes) -> bytes:
+    """One HTTP/1.1 request as wrk's pool scripts replay it, byte for byte."""
+    head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    head += f"Content-Length: {len(body)}\r\n\r\n"
+    return head.encode("ascii") + body
+
+
+def run_wrk(
+    url: str, script: Path, *, connections: int, duration_s: int, script_args: list[str], threads: int = 1
+) -> dict:
+    """wrk with one of bench/'s Lua scripts; the script's BENCH_RESULT line, plus ``rps`` and
+    ``first_error`` (the BENCH_FIRST_ERROR lines joined)."""
+    argv = [
+        "wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration_s}s", "--timeout", "10s",
+        "-s", str(script), url, "--", *script_args,
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 180)
+    result, errors = None, []
+    for line in done.stdout.splitlines():
+        if line.startswith("BENCH_RESULT "):
+            result = json.loads(line.removeprefix("BENCH_RESULT "))
+        elif line.startswith("BENCH_FIRST_ERROR "):
+            errors.append(line.removeprefix("BENCH_FIRST_ERROR "))
+    if done.returncode != 0 or result is None:
+        raise BenchFailure(f"wrk failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    result["first_error"] = " | ".join(errors) or None
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+def latency_figures(run: dict) -> dict:
+    return {
+        "rps": round(run["rps"]),
+        "p50_ms": round(run["latency_us"]["p50"] / 1000, 2),
+        "p99_ms": round(run["latency_us"]["p99"] / 1000, 2),
+        "requests": run["requests"],
+    }
+
+
+def machine_info() -> dict:
+    cpu_model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import cryptography
+    from cryptography.hazmat.backends.openssl import backend
+
+    nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "nproc": nproc,
+        "cpu_model": cpu_model,
+        "python": sys.version.split()[0],
+        "platform": f"{os.uname().sysname} {os.uname().release} {os.uname().machine}",
+        "openssl_hashlib": ssl.OPENSSL_VERSION,
+        "openssl_cryptography": f"{backend.openssl_version_text()} (cryptography {cryptography.__version__})",
+    }
+
+
+def wrk_version() -> str:
+    done = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
+    output = done.stdout or done.stderr
+    return output.splitlines()[0].strip() if output else "wrk"
+
+
+def require_clean(run: dict, what: str) -> None:
+    """A verify.lua run in which every request answered 2xx, none failed on the socket, and the
+    pool lasted."""
+    problems = []
+    if run["requests"] == 0:
+        problems.append("no request completed")
+    if run["not_ok"] or run["status_errors"]:
+        problems.append(f"{run['not_ok']} answers were not 2xx (first: {run['first_error']})")
+    if sum(run["socket_errors"].values()):
+        problems.append(f"socket errors {run['socket_errors']}")
+    if run["exhausted"]:
+        problems.append(f"the request pool ran out ({run['loaded']} requests); the run would have replayed requests")
+    if problems:
+        raise BenchFailure(f"{what}: " + "; ".join(problems))
+
+
+def figures(run: dict) -> dict:
+    """A verify.lua run's throughput and latency."""
+    return {**latency_figures(run), "non_2xx": run["not_ok"]}
