@@ -29,7 +29,9 @@ class Worker:
     async def run(self) -> None:
         settings = self.rt.settings
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=settings.provider_timeout_s)
+            # Keep a connection per concurrent delivery: the default keeps 20 and reconnects the rest.
+            limits = httpx.Limits(max_keepalive_connections=notifier.CONCURRENT_DELIVERIES)
+            self._http = httpx.AsyncClient(timeout=settings.provider_timeout_s, limits=limits)
         log.info("cashier worker started", extra={"worker": self.owner})
         try:
             await asyncio.gather(self._deliver_forever(), self._sweep_forever())

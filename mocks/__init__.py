@@ -44,7 +44,8 @@ def outbound_http(request: Request) -> httpx.AsyncClient:
 
 @index.before_server_start
 async def open_outbound_http(app: Sanic) -> None:
-    app.ctx.mock_http = httpx.AsyncClient(timeout=10)
+    # Callbacks go out concurrently; keep their connections rather than the default 20.
+    app.ctx.mock_http = httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_keepalive_connections=100))
 
 
 @index.after_server_stop

@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import re
-import secrets
+import random
 import sys
 import time
 from datetime import datetime, timezone
@@ -42,7 +42,8 @@ def request_id_of(request: Request | None) -> str:
 
 def _new_request_id(request: Request) -> str:
     inbound = request.headers.get(REQUEST_ID_HEADER, "")
-    return inbound if _INBOUND_REQUEST_ID.match(inbound) else secrets.token_hex(16)
+    # A correlation id, not a secret: the fast generator spares a getrandom() call per request.
+    return inbound if _INBOUND_REQUEST_ID.match(inbound) else f"{random.getrandbits(128):032x}"
 
 
 class JsonFormatter(logging.Formatter):
