@@ -10,6 +10,7 @@ import random
 import sys
 import time
 from datetime import datetime, timezone
+from functools import lru_cache
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from sanic import Request, Sanic
@@ -79,6 +80,13 @@ def configure_logging(level: str = "INFO", as_json: bool = True) -> None:
 access_log = logging.getLogger("ehc.access")
 
 
+@lru_cache(maxsize=4096)
+def _series(metric, *labels):
+    """A metric's child for these label values, looked up once: ``labels()`` locks and
+    converts on every call, and routes, methods and statuses are few."""
+    return metric.labels(*(str(label) for label in labels))
+
+
 def install(app: Sanic) -> None:
     @app.on_request(priority=100)
     async def start_request(request: Request) -> None:
@@ -93,8 +101,8 @@ def install(app: Sanic) -> None:
             return
         elapsed = time.perf_counter() - started
         route = request.route.path if request.route else "(unmatched)"
-        HTTP_REQUESTS.labels(request.method, route, str(response.status)).inc()
-        HTTP_LATENCY.labels(route).observe(elapsed)
+        _series(HTTP_REQUESTS, request.method, route, response.status).inc()
+        _series(HTTP_LATENCY, route).observe(elapsed)
         access_log.info(
             "%s %s %s",
             request.method,
