@@ -36,7 +36,6 @@ import os
 import secrets
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,20 +48,17 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.codes import PLAIN_APP, PLAIN_PATH, wrk  # noqa: E402
+from bench.codes import wrk  # noqa: E402
 from bench.harness import (  # noqa: E402
+    PLAIN_PATH,
     BenchFailure,
     Processes,
     figures,
-    flush_redis_db,
-    free_port,
     machine_info,
     note,
+    prepare_platform,
     raw_request,
-    recreate_database,
     require_clean,
-    server_versions,
-    wait_until_up,
     wrk_version,
 )
 from openplatform.sdk import build_request  # noqa: E402
@@ -173,7 +169,7 @@ async def drive(base_url: str, hospital: dict, sizes: Sizes) -> list[str]:
     return made
 
 
-async def deliveryfigures(database_url: str, expected_total: int, skip_oldest: int, timeout_s: float) -> dict:
+async def delivery_figures(database_url: str, expected_total: int, skip_oldest: int, timeout_s: float) -> dict:
     """Wait until ``expected_total`` orders have their notification delivered, then the figures
     of all but the ``skip_oldest`` first orders (the warm-up)."""
     import asyncpg
@@ -236,55 +232,25 @@ class CreatePool:
 
 
 def run(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, machine: dict) -> dict:
-    var_dir = work_dir / "var"
-    var_dir.mkdir()
-    note(f"recreating database {urlsplit(database_url).path.lstrip('/')} and flushing {redis_url}")
-    asyncio.run(recreate_database(database_url))
-    flush_redis_db(redis_url)
-    machine.update(asyncio.run(server_versions(database_url, redis_url)))
-
-    port, plain_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EHC_", "SANIC_", "PROMETHEUS_"))}
-    env.update(
-        PYTHONPATH=str(ROOT),
-        EHC_ENV="test",
-        EHC_DATABASE_URL=database_url,
-        EHC_REDIS_URL=redis_url,
-        EHC_VAR_DIR=str(var_dir),
-        EHC_PORT=str(port),
-        EHC_LOG_LEVEL="WARNING",
-        EHC_WORKER_POLL_MS="200",
-    )
-    for command in (("migrate",), ("seed-demo", "--json")):
-        done = subprocess.run(
-            [sys.executable, "-m", "openplatform", *command], env=env, cwd=var_dir, capture_output=True, text=True, timeout=300
-        )
-        if done.returncode != 0:
-            raise BenchFailure(f"openplatform {' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    hospital = json.loads(done.stdout)["institution"]
+    platform = prepare_platform(work_dir, database_url, redis_url, machine, EHC_WORKER_POLL_MS="200")
+    hospital = platform.demo["institution"]
 
     processes = Processes(work_dir)
     try:
-        server = processes.start(
-            "platform", [sys.executable, "-m", "openplatform", "serve", "--workers", str(WORKERS)], env, var_dir
-        )
-        plain = processes.start(
-            "plain", [sys.executable, str(PLAIN_APP), "--port", str(plain_port), "--workers", str(WORKERS)], env, var_dir
-        )
-        base_url, plain_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{plain_port}"
-        wait_until_up(f"{base_url}/healthz", server, processes)
-        wait_until_up(f"{plain_url}/healthz", plain, processes)
+        server = platform.serve(processes, WORKERS)
+        plain_url, plain = platform.serve_plain(processes, WORKERS)
+        base_url = platform.base_url
 
         warm = WARMUP_ORDERS
         note(f"warm-up: {warm} orders end to end")
         asyncio.run(drive(base_url, hospital, Sizes(orders=warm, flows=8, duration_s=1)))
-        asyncio.run(deliveryfigures(database_url, warm, 0, 60))
+        asyncio.run(delivery_figures(database_url, warm, 0, 60))
 
         note(f"end to end: {sizes.orders} orders, {sizes.flows} in flight")
         started = time.monotonic()
         asyncio.run(drive(base_url, hospital, sizes))
         driven_s = time.monotonic() - started
-        end_to_end = asyncio.run(deliveryfigures(database_url, warm + sizes.orders, warm, 300))
+        end_to_end = asyncio.run(delivery_figures(database_url, warm + sizes.orders, warm, 300))
         end_to_end.update(driver_s=round(driven_s, 2), flows=sizes.flows)
 
         pool_path = work_dir / "create.bin"

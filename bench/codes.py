@@ -45,7 +45,6 @@ import secrets
 import shutil
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -64,29 +63,25 @@ from gmssl import sm3 as gmssl_sm3  # noqa: E402
 from gmssl import sm4 as gmssl_sm4  # noqa: E402
 
 from bench.harness import (  # noqa: E402
+    BENCH_DIR,
+    PLAIN_PATH,
     BenchFailure,
     Processes,
     figures,
     flush_redis_db,
-    free_port,
     machine_info,
     note,
+    prepare_platform,
     raw_request,
-    recreate_database,
     require_clean,
     run_wrk,
-    server_versions,
-    wait_until_up,
     wrk_version,
 )
 from cardcore.codes import CodeText, derive_vuid, new_empi_id, open_valid, parse_code_text, seal_valid  # noqa: E402
 from cardcore.keyvault import KeyVault  # noqa: E402
 
-BENCH_DIR = Path(__file__).resolve().parent
 LUA_SCRIPT = BENCH_DIR / "verify.lua"
-PLAIN_APP = BENCH_DIR / "plain_app.py"
 VERIFY_PATH = "/inst/v1/codes/verify"
-PLAIN_PATH = "/plain"
 WORKERS = 2
 CODE_TTL_S = 600
 SIGNATURE_WINDOW_S = 300
@@ -392,50 +387,17 @@ def bench_http(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, 
     from openplatform.sdk import PlatformClient
     from tests.factories import resident
 
-    var_dir = work_dir / "var"
-    var_dir.mkdir()
-    note(f"recreating database {urlsplit(database_url).path.lstrip('/')} and flushing {redis_url}")
-    asyncio.run(recreate_database(database_url))
-    flush_redis_db(redis_url)
-    versions.update(asyncio.run(server_versions(database_url, redis_url)))
-
-    port, plain_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EHC_", "SANIC_", "PROMETHEUS_"))}
-    env.update(
-        PYTHONPATH=str(ROOT),
-        EHC_ENV="test",
-        EHC_DATABASE_URL=database_url,
-        EHC_REDIS_URL=redis_url,
-        EHC_VAR_DIR=str(var_dir),
-        EHC_PORT=str(port),
-        EHC_LOG_LEVEL="WARNING",
-        EHC_DYNAMIC_CODE_TTL_S=str(CODE_TTL_S),
-        EHC_SIGNATURE_WINDOW_S=str(SIGNATURE_WINDOW_S),
-    )
-
-    def platform(*args: str) -> subprocess.CompletedProcess:
-        done = subprocess.run(
-            [sys.executable, "-m", "openplatform", *args], env=env, cwd=var_dir, capture_output=True, text=True, timeout=300
-        )
-        if done.returncode != 0:
-            raise BenchFailure(f"openplatform {' '.join(args)} failed:\n{done.stderr[-3000:]}")
-        return done
-
-    platform("migrate")
-    creds = json.loads(platform("seed-demo", "--json").stdout)
-    terminal = creds["terminal"]
+    platform = prepare_platform(
+        work_dir, database_url, redis_url, versions,
+        EHC_DYNAMIC_CODE_TTL_S=str(CODE_TTL_S), EHC_SIGNATURE_WINDOW_S=str(SIGNATURE_WINDOW_S),
+    )  # fmt: skip
+    terminal = platform.demo["terminal"]
 
     processes = Processes(work_dir)
     try:
-        server = processes.start(
-            "platform", [sys.executable, "-m", "openplatform", "serve", "--workers", str(WORKERS)], env, var_dir
-        )
-        plain = processes.start(
-            "plain", [sys.executable, str(PLAIN_APP), "--port", str(plain_port), "--workers", str(WORKERS)], env, var_dir
-        )
-        base_url, plain_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{plain_port}"
-        wait_until_up(f"{base_url}/healthz", server, processes)
-        wait_until_up(f"{plain_url}/healthz", plain, processes)
+        server = platform.serve(processes, WORKERS)
+        plain_url, plain = platform.serve_plain(processes, WORKERS)
+        base_url = platform.base_url
 
         note(f"registering {sizes.cards} cards")
         rng = random.Random(20261122)
@@ -447,8 +409,8 @@ def bench_http(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, 
                     raise BenchFailure(f"card registration answered {response.status_code}: {response.text[:300]}")
                 vuids.append(response.json()["health_card_id"])
         vuids = sorted(set(vuids))
-        vault = KeyVault.load(var_dir / "dev-keys.json")
-        pool = RequestPool(vault, vuids, terminal["client_id"], terminal["secret"], f"127.0.0.1:{port}")
+        vault = KeyVault.load(platform.var_dir / "dev-keys.json")
+        pool = RequestPool(vault, vuids, terminal["client_id"], terminal["secret"], urlsplit(base_url).netloc)
         pool_path = work_dir / "requests.bin"
 
         def verify_run(duration_s: int, count: int) -> dict:

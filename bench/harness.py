@@ -4,6 +4,7 @@ description that goes with every figure."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import ssl
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -213,3 +215,70 @@ def require_clean(run: dict, what: str) -> None:
 def figures(run: dict) -> dict:
     """A verify.lua run's throughput and latency."""
     return {**latency_figures(run), "non_2xx": run["not_ok"]}
+
+
+# --- the platform under test ----------------------------------------------------------------
+
+
+PLAIN_APP = BENCH_DIR / "plain_app.py"
+PLAIN_PATH = "/plain"
+
+
+@dataclass
+class Platform:
+    """A platform configured on fresh storage, migrated and seeded; ``demo`` is
+    ``seed-demo --json``'s answer (the demo clients and their secrets)."""
+
+    env: dict[str, str]
+    var_dir: Path
+    port: int
+    demo: dict = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cli(self, *args: str) -> str:
+        """``python -m openplatform <args>`` on this platform's configuration; its stdout."""
+        done = subprocess.run(
+            [sys.executable, "-m", "openplatform", *args], env=self.env, cwd=self.var_dir, capture_output=True, text=True, timeout=300
+        )
+        if done.returncode != 0:
+            raise BenchFailure(f"openplatform {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+        return done.stdout
+
+    def serve(self, processes: Processes, workers: int) -> subprocess.Popen:
+        argv = [sys.executable, "-m", "openplatform", "serve", "--workers", str(workers)]
+        server = processes.start("platform", argv, self.env, self.var_dir)
+        wait_until_up(f"{self.base_url}/healthz", server, processes)
+        return server
+
+    def serve_plain(self, processes: Processes, workers: int) -> tuple[str, subprocess.Popen]:
+        """The baseline: a bare Sanic JSON route on as many workers; (its URL, the process)."""
+        port = free_port()
+        argv = [sys.executable, str(PLAIN_APP), "--port", str(port), "--workers", str(workers)]
+        plain = processes.start("plain", argv, self.env, self.var_dir)
+        url = f"http://127.0.0.1:{port}"
+        wait_until_up(f"{url}/healthz", plain, processes)
+        return url, plain
+
+
+def prepare_platform(work_dir: Path, database_url: str, redis_url: str, machine: dict, **settings: str) -> Platform:
+    """Fresh database and Redis database, migrations, the demo seeded; ``settings`` are
+    extra ``EHC_*`` variables. The servers' versions go into ``machine``."""
+    note(f"recreating database {urlsplit(database_url).path.lstrip('/')} and flushing {redis_url}")
+    asyncio.run(recreate_database(database_url))
+    flush_redis_db(redis_url)
+    machine.update(asyncio.run(server_versions(database_url, redis_url)))
+    var_dir = work_dir / "var"
+    var_dir.mkdir()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EHC_", "SANIC_", "PROMETHEUS_"))}
+    env.update(
+        PYTHONPATH=str(BENCH_DIR.parent), EHC_ENV="test", EHC_DATABASE_URL=database_url, EHC_REDIS_URL=redis_url,
+        EHC_VAR_DIR=str(var_dir), EHC_PORT=str(port), EHC_LOG_LEVEL="WARNING", **settings,
+    )  # fmt: skip
+    platform = Platform(env, var_dir, port)
+    platform.cli("migrate")
+    platform.demo = json.loads(platform.cli("seed-demo", "--json"))
+    return platform

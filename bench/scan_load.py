@@ -37,7 +37,6 @@ object on stdout; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import heapq
 import json
 import math
@@ -45,7 +44,6 @@ import os
 import random
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -62,15 +60,12 @@ from bench.harness import (  # noqa: E402
     BenchFailure,
     Processes,
     flush_redis_db,
-    free_port,
     latency_figures,
     machine_info,
     note,
+    prepare_platform,
     raw_request,
-    recreate_database,
     run_wrk,
-    server_versions,
-    wait_until_up,
     wrk_version,
 )
 from cardcore.codes import CodeText, seal_valid  # noqa: E402
@@ -289,34 +284,6 @@ def verification_counts(base_url: str, admin: Credentials) -> dict[str, int]:
     return {row["result"]: row["count"] for row in reply.json()["items"] if row["action"] == "verify"}
 
 
-def start_platform(work_dir: Path, database_url: str, redis_url: str, processes: Processes):
-    """``serve --workers 2``, the demo seeded: (base URL, demo clients, var dir, server process)."""
-    var_dir = work_dir / "var"
-    var_dir.mkdir()
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EHC_", "SANIC_", "PROMETHEUS_"))}
-    env.update(
-        PYTHONPATH=str(ROOT), EHC_ENV="test", EHC_DATABASE_URL=database_url, EHC_REDIS_URL=redis_url,
-        EHC_VAR_DIR=str(var_dir), EHC_PORT=str(port), EHC_LOG_LEVEL="WARNING",
-        EHC_DYNAMIC_CODE_TTL_S=str(CODE_TTL_S), EHC_SIGNATURE_WINDOW_S=str(SIGNATURE_WINDOW_S),
-    )  # fmt: skip
-
-    def platform(*args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "openplatform", *args], env=env, cwd=var_dir,
-                              capture_output=True, text=True, timeout=300)  # fmt: skip
-        if done.returncode != 0:
-            raise BenchFailure(f"openplatform {' '.join(args)} failed:\n{done.stderr[-3000:]}")
-        return done.stdout
-
-    platform("migrate")
-    demo = json.loads(platform("seed-demo", "--json"))
-    argv = [sys.executable, "-m", "openplatform", "serve", "--workers", str(WORKERS)]
-    server = processes.start("platform", argv, env, var_dir)
-    base_url = f"http://127.0.0.1:{port}"
-    wait_until_up(f"{base_url}{BASELINE_PATH}", server, processes)
-    return base_url, demo, var_dir, server
-
-
 def register_readers_and_cards(base_url: str, demo: dict, sizes: Sizes):
     """Terminals registered by the demo hospital and approved by the operator, and the cards' VUIDs."""
     from tests.factories import resident
@@ -341,18 +308,19 @@ def register_readers_and_cards(base_url: str, demo: dict, sizes: Sizes):
 
 
 def bench(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, report: dict) -> list[str]:
-    note(f"recreating database {urlsplit(database_url).path.lstrip('/')} and flushing {redis_url}")
-    asyncio.run(recreate_database(database_url))
-    flush_redis_db(redis_url)
-    report["machine"].update(asyncio.run(server_versions(database_url, redis_url)))
     report["machine"]["wrk"] = wrk_version()
 
+    platform = prepare_platform(
+        work_dir, database_url, redis_url, report["machine"],
+        EHC_DYNAMIC_CODE_TTL_S=str(CODE_TTL_S), EHC_SIGNATURE_WINDOW_S=str(SIGNATURE_WINDOW_S),
+    )  # fmt: skip
     processes = Processes(work_dir)
     problems: list[str] = []
     server = None
-    watch = RedisWatch(redis_url)
+    watch = RedisWatch(redis_url)  # after the flush: nothing may empty the database from here on
     try:
-        base_url, demo, var_dir, server = start_platform(work_dir, database_url, redis_url, processes)
+        server = platform.serve(processes, WORKERS)
+        base_url, demo, var_dir = platform.base_url, platform.demo, platform.var_dir
         note(f"registering {sizes.terminals} terminals and {sizes.cards} cards")
         terminals, vuids = register_readers_and_cards(base_url, demo, sizes)
         vault = KeyVault.load(var_dir / "dev-keys.json")  # the server's own
