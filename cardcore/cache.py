@@ -24,6 +24,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, NamedTuple, TypeVar
+from urllib.parse import unquote
 
 import redis.asyncio as redis
 from redis.exceptions import NoScriptError, ResponseError
@@ -33,12 +34,60 @@ T = TypeVar("T")
 STAMP_LENGTH = 16  # hex characters in front of every stamped record
 
 
-def create_redis(redis_url: str) -> redis.Redis:
-    if redis_url:
-        return redis.from_url(redis_url, decode_responses=False, health_check_interval=30)
-    import fakeredis
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 
-    return fakeredis.FakeAsyncRedis(decode_responses=False)
+
+def create_redis(redis_url: str) -> redis.Redis:
+    """The shared cache: ``redis://`` (or ``rediss://``, ``unix://``) for one server,
+    ``redis+sentinel://`` for a primary found and followed through Sentinel, nothing for
+    an in-process fake (one process only)."""
+    if not redis_url:
+        import fakeredis
+
+        return fakeredis.FakeAsyncRedis(decode_responses=False)
+    if redis_url.split("://", 1)[0] in SENTINEL_SCHEMES:
+        return _sentinel_primary(redis_url)
+    return redis.from_url(redis_url, decode_responses=False, health_check_interval=30)
+
+
+class SentinelAddress(NamedTuple):
+    sentinels: list[tuple[str, int]]
+    service: str
+    db: int
+    password: str | None
+    tls: bool
+
+
+def parse_sentinel_url(url: str) -> SentinelAddress:
+    """``redis+sentinel://[:password@]host[:port][,host[:port]...]/service[/db]``; the
+    password is the primary's (sentinels without one), ports default to 26379."""
+    scheme, _, rest = url.partition("://")
+    if scheme not in SENTINEL_SCHEMES:
+        raise ValueError(f"not a Sentinel URL ({' or '.join(SENTINEL_SCHEMES)}://)")
+    location, _, path = rest.partition("/")
+    userinfo, _, hosts = location.rpartition("@")
+    password = unquote(userinfo.partition(":")[2]) or None
+    sentinels = []
+    for host in filter(None, hosts.split(",")):
+        name, _, port = host.partition(":")
+        if not name or (port and not port.isdigit()):
+            raise ValueError(f"bad sentinel address {host!r}")
+        sentinels.append((name, int(port or 26379)))
+    service, _, db = path.strip("/").partition("/")
+    if not sentinels or not service or (db and not db.isdigit()):
+        raise ValueError("a Sentinel URL names at least one sentinel and the service: redis+sentinel://host:26379/mymaster/0")
+    return SentinelAddress(sentinels, service, int(db or 0), password, scheme.startswith("rediss"))
+
+
+def _sentinel_primary(url: str) -> redis.Redis:
+    from redis.asyncio.sentinel import Sentinel
+
+    address = parse_sentinel_url(url)
+    sentinel = Sentinel(
+        address.sentinels, password=address.password, db=address.db, ssl=address.tls,
+        decode_responses=False, health_check_interval=30,
+    )  # fmt: skip
+    return sentinel.master_for(address.service)
 
 
 class LuaScript:
