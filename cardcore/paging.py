@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from tortoise.queryset import QuerySet
 
 from cardcore.errors import ValidationFailed
@@ -17,3 +19,14 @@ async def newest_first(query: QuerySet, *, limit: int, cursor: str | None) -> tu
     rows = await query.limit(limit + 1)
     next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
     return rows[:limit], next_cursor
+
+
+def matching(query: QuerySet, *, since: datetime | None = None, until: datetime | None = None, **equal) -> QuerySet:
+    """``query`` narrowed to rows created in [since, until) whose fields equal the given
+    values; a filter given as None is no filter."""
+    query = query.filter(**{name: value for name, value in equal.items() if value is not None})
+    if since is not None:
+        query = query.filter(created_at__gte=since)
+    if until is not None:
+        query = query.filter(created_at__lt=until)
+    return query

@@ -8,7 +8,7 @@ from tortoise.functions import Count
 
 from cardcore import codeevents
 from cardcore.models import CodeEvent
-from cardcore.paging import newest_first
+from cardcore.paging import matching, newest_first
 
 GROUP_FIELDS = ("action", "result", "scene", "code_type", "institution_id", "terminal_id")
 
@@ -27,15 +27,10 @@ async def list_code_events(
 ) -> tuple[list[CodeEvent], str | None]:
     """Newest first; the cursor is the id of the last event of the previous page."""
     await codeevents.flush(rt)
-    query = CodeEvent.all()
-    filters = (("institution_id", institution_id), ("health_card_id", health_card_id), ("action", action), ("result", result))
-    for field, value in filters:
-        if value is not None:
-            query = query.filter(**{field: value})
-    if since is not None:
-        query = query.filter(created_at__gte=since)
-    if until is not None:
-        query = query.filter(created_at__lt=until)
+    query = matching(
+        CodeEvent.all(), since=since, until=until,
+        institution_id=institution_id, health_card_id=health_card_id, action=action, result=result,
+    )  # fmt: skip
     return await newest_first(query, limit=limit, cursor=cursor)
 
 
@@ -49,13 +44,7 @@ async def code_stats(
 ) -> list[dict]:
     """Counts of events grouped by any combination of GROUP_FIELDS."""
     await codeevents.flush(rt)
-    query = CodeEvent.all()
-    if institution_id is not None:
-        query = query.filter(institution_id=institution_id)
-    if since is not None:
-        query = query.filter(created_at__gte=since)
-    if until is not None:
-        query = query.filter(created_at__lt=until)
+    query = matching(CodeEvent.all(), since=since, until=until, institution_id=institution_id)
     rows = await query.annotate(count=Count("id")).group_by(*group_by).order_by(*group_by).values(*group_by, "count")
     return [dict(row) for row in rows]
 

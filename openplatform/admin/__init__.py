@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import Field
 from sanic import Blueprint, Request
 from sanic.response import json
 
-from cardcore import access, reports
+from cardcore import access, audit, reports
 from cardcore.verify import lockouts as verify_lockouts
 from cardcore.models import ClientKind, ClientStatus
 from openplatform.auth import signed
@@ -140,6 +142,31 @@ async def code_events(request: Request):
         until=query.until,
     )
     return json(page([reports.event_view(e) for e in rows], cursor))
+
+
+class AuditQuery(PageQuery):
+    subject: str | None = Field(None, max_length=64, description="health card id or EMPI id")
+    actor: str | None = Field(None, max_length=40, description="client id of who acted")
+    action: str | None = Field(None, max_length=32, description="an action, or a prefix ending in '.' (card.)")
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@bp.get("/audit-events")
+@admin_only
+async def audit_events(request: Request):
+    """Who read or changed a person's data, for whom and why (SPEC §8), newest first."""
+    query = parse_query(request, AuditQuery)
+    rows, cursor = await audit.list_events(
+        limit=query.limit,
+        cursor=query.cursor,
+        subject=query.subject,
+        actor=query.actor,
+        action=query.action,
+        since=query.since,
+        until=query.until,
+    )
+    return json(page([audit.event_view(e) for e in rows], cursor))
 
 
 @bp.get("/code-stats")

@@ -80,6 +80,29 @@ async def test_read_card_masks_identity_unless_scope_allows(admin, institution, 
     assert_refused(await institution.get("/inst/v1/cards/" + "0" * 64), 404, "CARD_NOT_FOUND")
 
 
+async def test_operators_read_the_audit_trail_of_a_card(admin, institution, terminal, card):
+    card_id = card["health_card_id"]
+    await institution.get(f"/inst/v1/cards/{card_id}")
+    await institution.patch(f"/inst/v1/cards/{card_id}", {"address": "陕西省西安市雁塔区"})
+    trail = (await admin.get(f"/admin/v1/audit-events?subject={card_id}")).json()
+    assert [(e["action"], e["actor"]) for e in trail["items"]] == [
+        ("card.update", institution.client_id),
+        ("card.read", institution.client_id),
+        ("card.register", institution.client_id),  # the terminal acts for its institution
+    ]
+    assert trail["items"][-1]["terminal_id"] == terminal.client_id and trail["items"][0]["detail"] == {"fields": ["address"]}
+    # Filters and pages: an action prefix, one at a time with the cursor.
+    first = (await admin.get(f"/admin/v1/audit-events?subject={card_id}&action=card.&limit=1")).json()
+    second = (await admin.get(f"/admin/v1/audit-events?subject={card_id}&action=card.&limit=1&cursor={first['next_cursor']}")).json()
+    assert [e["action"] for e in first["items"] + second["items"]] == ["card.update", "card.read"]
+    only_reads = (await admin.get(f"/admin/v1/audit-events?subject={card_id}&action=card.read")).json()["items"]
+    assert [e["action"] for e in only_reads] == ["card.read"]
+    # Only operators see it; bad input gets the envelope.
+    assert (await institution.get(f"/admin/v1/audit-events?subject={card_id}")).status_code == 403
+    assert_refused(await admin.get("/admin/v1/audit-events?cursor=abc"), 422, "VALIDATION_ERROR")
+    assert_refused(await admin.get("/admin/v1/audit-events?limit=0"), 422, "VALIDATION_ERROR")
+
+
 async def test_static_code_verifies_in_registration(terminal, card):
     reply = await verify(terminal, card["qr_code_text"], "registration")
     assert reply.status_code == 200, reply.text

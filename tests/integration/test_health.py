@@ -42,7 +42,7 @@ async def test_unknown_path_gets_the_error_envelope(http):
 async def test_openapi_document_lists_the_signed_apis(http):
     spec = (await http.get("/docs/openapi.json")).json()
     assert spec["openapi"].startswith("3.")
-    for path in ("/inst/v1/register", "/inst/v1/terminals", "/admin/v1/institutions/{client_id}/approve"):
+    for path in ("/inst/v1/register", "/inst/v1/terminals", "/admin/v1/institutions/{client_id}/approve", "/admin/v1/audit-events"):
         assert path.replace("institutions", "{kind}") in spec["paths"] or path in spec["paths"], path
     assert "ehc_signature" in spec["components"]["securitySchemes"]
     page = await http.get("/docs")
