@@ -12,7 +12,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -67,18 +66,10 @@ class Processes:
 
 
 def wait_until_up(url: str, process: subprocess.Popen, processes: Processes, timeout_s: float = 60) -> None:
-    import httpx
+    from tests.servers import wait_until_healthy
 
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise BenchFailure(f"server behind {url} did not start:\n{processes.log_tail(process)}")
-        time.sleep(0.2)
+    if not wait_until_healthy(url, process, timeout_s):
+        raise BenchFailure(f"server behind {url} did not start:\n{processes.log_tail(process)}")
 
 
 async def recreate_database(database_url: str) -> None:

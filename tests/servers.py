@@ -181,15 +181,21 @@ def stop_process_group(process: subprocess.Popen, grace_s: float = 30) -> None:
 
 
 def _wait_until_up(base_url: str, process: subprocess.Popen, stderr_path: Path) -> None:
-    deadline = time.monotonic() + 60
+    if not wait_until_healthy(f"{base_url}/healthz", process):
+        raise RuntimeError(f"server did not start: {stderr_path.read_text()[-2000:]}")
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen, timeout_s: float = 60) -> bool:
+    """Poll ``url`` until it answers 200 (True), or the process dies or time runs out (False)."""
+    deadline = time.monotonic() + timeout_s
     while True:
         try:
-            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                return
+            if httpx.get(url, timeout=1).status_code == 200:
+                return True
         except httpx.TransportError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"server did not start: {stderr_path.read_text()[-2000:]}")
+            return False
         time.sleep(0.2)
 
 
