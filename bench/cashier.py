@@ -62,6 +62,7 @@ from bench.harness import (  # noqa: E402
     wrk_version,
 )
 from openplatform.sdk import build_request  # noqa: E402
+from tests.flows import order_body  # noqa: E402
 
 WORKERS = 2
 GOAL_ORDERS_PER_S = 300
@@ -126,13 +127,9 @@ class Connection:
 
 
 def order_payload(base_url: str) -> dict:
-    return {
-        "out_trade_no": "B" + secrets.token_hex(12),
-        "amount_fen": 1000 + secrets.randbelow(90_000),
-        "subject": "门诊缴费",
-        "order_type": "outpatient",
-        "notify_url": f"{base_url}/_mock/institution/notify",
-    }
+    return order_body(
+        base_url, out_trade_no="B" + secrets.token_hex(12), amount_fen=1000 + secrets.randbelow(90_000), return_url=""
+    )
 
 
 async def one_order(conn: Connection, base_url: str, hospital: dict) -> str:

@@ -112,21 +112,21 @@ async def strong_account(http, person: dict | None = None) -> tuple[Resident, di
 # --- the cashier: orders, the cashier page, the payer at the mock channel --------------------
 
 
-def order_body(settings, **overrides) -> dict:
-    body = {
+def order_body(base_url: str, **overrides) -> dict:
+    """A hospital's create-order body whose notifications go to the mock institution at ``base_url``."""
+    return {
         "out_trade_no": "HIS" + secrets.token_hex(8),
         "amount_fen": 12_345,
         "subject": "门诊缴费 处方 3 项",
         "order_type": "outpatient",
-        "notify_url": f"{settings.base_url}/_mock/institution/notify",
+        "notify_url": f"{base_url}/_mock/institution/notify",
         "return_url": "https://his.example.org/paid",
+        **overrides,
     }
-    body.update(overrides)
-    return body
 
 
 async def new_order(hospital, settings, **overrides) -> dict:
-    reply = await hospital.post("/cashier/v1/orders", order_body(settings, **overrides))
+    reply = await hospital.post("/cashier/v1/orders", order_body(settings.base_url, **overrides))
     assert reply.status_code == 201, reply.text
     return reply.json()
 

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import httpx
 import pytest
 
 from openplatform.sdk import PlatformClient
+from tests.flows import order_body
 from tests.servers import process_env, running_server, shot
 
 PLAIN_MOBILE_UA = (
@@ -37,15 +37,9 @@ def wait_for(check, timeout_s: float = 60, interval_s: float = 0.2):
 
 
 def create_order(base: str, hospital: dict, **overrides) -> dict:
-    body = {
-        "out_trade_no": "HIS" + secrets.token_hex(8),
-        "amount_fen": 4_210,
-        "subject": "门诊缴费 血常规",
-        "order_type": "outpatient",
-        "notify_url": f"{base}/_mock/institution/notify",
-        "return_url": f"{base}/_mock/institution/notify",
-        **overrides,
-    }
+    body = order_body(
+        base, amount_fen=4_210, subject="门诊缴费 血常规", return_url=f"{base}/_mock/institution/notify", **overrides
+    )
     with PlatformClient(base, hospital["client_id"], hospital["secret"]) as his:
         reply = his.post("/cashier/v1/orders", body)
     assert reply.status_code == 201, reply.text

@@ -80,7 +80,7 @@ async def deliver_all(rt, delivery) -> None:
 
 
 async def test_order_creation_is_idempotent_and_conflicts_are_refused(hospital, settings):
-    body = order_body(settings)
+    body = order_body(settings.base_url)
     first = await hospital.post("/cashier/v1/orders", body)
     assert first.status_code == 201
     order = first.json()
@@ -95,7 +95,7 @@ async def test_order_creation_is_idempotent_and_conflicts_are_refused(hospital, 
 
 
 async def test_concurrent_creation_makes_one_order(hospital, settings):
-    body = order_body(settings)
+    body = order_body(settings.base_url)
     replies = await asyncio.gather(*(hospital.post("/cashier/v1/orders", body) for _ in range(8)))
     assert sorted(r.status_code for r in replies) == [200] * 7 + [201]
     assert len({r.json()["order_no"] for r in replies}) == 1
@@ -114,7 +114,7 @@ async def test_concurrent_creation_makes_one_order(hospital, settings):
     ],
 )
 async def test_bad_orders_get_clear_errors(hospital, settings, change, field):
-    reply = await hospital.post("/cashier/v1/orders", order_body(settings, **change))
+    reply = await hospital.post("/cashier/v1/orders", order_body(settings.base_url, **change))
     assert_refused(reply, 422, "VALIDATION_ERROR")
     assert field in json.dumps(reply.json()["details"])
 
