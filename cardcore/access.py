@@ -77,7 +77,9 @@ class AuthClient:
 
 
 def new_secret() -> str:
-    return secrets.token_urlsafe(32)
+    # Prefixed so it never starts with "-": integrators pass secrets as command-line
+    # arguments, where a leading dash reads as an option (one plain token in 64 did).
+    return "sec_" + secrets.token_urlsafe(32)
 
 
 def _validated_allowlist(entries: list[str]) -> list[str]:

@@ -196,3 +196,11 @@ async def test_registration_is_rate_limited_per_address(app, http):
         rt.settings = original
         await rt.redis.delete("rl:register:127.0.0.1")
     assert codes == [201, 201, 429]
+
+
+def test_secrets_never_read_as_command_line_options():
+    from cardcore.access import new_secret
+
+    made = {new_secret() for _ in range(2000)}
+    assert len(made) == 2000 and not any(secret.startswith("-") for secret in made)
+    assert all(len(secret) >= 40 for secret in made)
