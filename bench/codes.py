@@ -6,8 +6,8 @@
 Prints one JSON object on stdout; progress goes to stderr.
 
 in_process — operations per second of one dynamic code issued and verified, no Redis or
-database: ``seal_valid`` + ``CodeText.dynamic(...).format()`` + ``parse_code_text`` +
-``open_valid`` + the expiry check ("ours"), against
+database: ``issue_dynamic(...).format()`` + ``parse_code_text`` + ``open_valid`` + the
+expiry check ("ours"), against
 
 - the same operations written with gmssl (``CryptSM4``, ``sm3_hash``): goal ours ≥ 20×;
 - the bare primitives of one issue+verify — SM3 of 72 bytes, SM4 of one block, SM4⁻¹,
@@ -77,7 +77,7 @@ from bench.harness import (  # noqa: E402
     run_wrk,
     wrk_version,
 )
-from cardcore.codes import CodeText, derive_vuid, new_empi_id, open_valid, parse_code_text, seal_valid  # noqa: E402
+from cardcore.codes import derive_vuid, issue_dynamic, new_empi_id, open_valid, parse_code_text  # noqa: E402
 from cardcore.keyvault import KeyVault  # noqa: E402
 
 LUA_SCRIPT = BENCH_DIR / "verify.lua"
@@ -110,13 +110,13 @@ QUICK = Sizes(inproc_rounds=3, inproc_batch_s=0.05, cards=40, warmup_s=1, durati
 
 def ours_loop(vault: KeyVault, vuids: list[str], expires_at_s: int):
     """Issue and verify with the platform's own functions, as the server calls them."""
-    seal, dynamic, parse, unseal, now = seal_valid, CodeText.dynamic, parse_code_text, open_valid, time.time
+    issue, parse, unseal, now = issue_dynamic, parse_code_text, open_valid, time.time
     mask = len(vuids) - 1
 
     def run(n: int) -> None:
         for i in range(n):
             vuid = vuids[i & mask]
-            text = dynamic(vuid, seal(vault, vuid, expires_at_s)).format()
+            text = issue(vault, vuid, expires_at_s).format()
             code = parse(text)
             if now() > unseal(vault, code.vuid, code.valid).expires_at_s:
                 raise BenchFailure("a fresh code reads as expired")
@@ -265,7 +265,7 @@ def _batch_size(run, target_s: float) -> int:
 
 def check_same_operations(vault: KeyVault, codes: GmsslCodes, vuid: str, expires_at_s: int) -> None:
     """The gmssl version and ours produce VALIDs the other one opens: the same operations."""
-    ours_text = CodeText.dynamic(vuid, seal_valid(vault, vuid, expires_at_s)).format()
+    ours_text = issue_dynamic(vault, vuid, expires_at_s).format()
     if codes.open(*codes.parse(ours_text))[0] != expires_at_s:
         raise BenchFailure("gmssl version cannot open our VALID")
     gm_text = codes.format(vuid, codes.seal(vuid, expires_at_s))
@@ -369,11 +369,11 @@ class RequestPool:
         with open(path, "wb") as out:
             for _ in range(count):
                 vuid = self._rng.choice(self._vuids)
-                valid = seal_valid(self._vault, vuid, expires_at_s)
-                if valid in self._issued:  # a repeated serial would be refused as CODE_USED
+                code = issue_dynamic(self._vault, vuid, expires_at_s)
+                if code.valid in self._issued:  # a repeated serial would be refused as CODE_USED
                     continue
-                self._issued.add(valid)
-                text = CodeText.dynamic(vuid, valid).format()
+                self._issued.add(code.valid)
+                text = code.format()
                 headers, body = build_request(
                     self._client_id, self._secret, "POST", VERIFY_PATH, {"qr_code_text": text, "scene": "consultation"}
                 )

@@ -257,18 +257,16 @@ _unhex = binascii.a2b_hex  # for text already checked to be hex: half the cost o
 
 # Serials come from os.urandom like secrets.token_bytes, but 1024 at a time: one system
 # call per code was a fifth of the cost of issuing it. A forked child starts a pool of
-# its own so that parent and child never hand out the same serials.
+# its own so that parent and child never hand out the same serials. next() on the pool
+# is one C call, atomic, so threads never share a serial either.
 _SERIAL_BATCH = struct.Struct(">1024I")
 _serials = iter(())
 
 
-def _next_serial() -> int:
+def _refilled_serial() -> int:
     global _serials
-    try:
-        return next(_serials)  # a C iterator: next() is atomic, so threads never share one
-    except StopIteration:
-        _serials = iter(_SERIAL_BATCH.unpack(os.urandom(_SERIAL_BATCH.size)))
-        return next(_serials)
+    _serials = iter(_SERIAL_BATCH.unpack(os.urandom(_SERIAL_BATCH.size)))
+    return next(_serials)
 
 
 def _forget_serials() -> None:
@@ -289,12 +287,25 @@ def seal_valid(vault: KeyVault, vuid: str, expires_at_s: int) -> str:
     """
     if not _vuid_ok(vuid):
         raise ValueError(f"VUID must be exactly {VUID_HEX_LENGTH} uppercase hex characters")
-    if not 0 <= expires_at_s < 2**32:
-        raise ValueError("expires_at_s must fit in an unsigned 32-bit unix time")
-    head = _pack_head(expires_at_s, _next_serial())
+    serial = next(_serials, None)
+    if serial is None:
+        serial = _refilled_serial()
+    try:
+        head = _pack_head(expires_at_s, serial)
+    except struct.error:
+        raise ValueError("expires_at_s must fit in an unsigned 32-bit unix time") from None
     tag = _new_sm3()
     tag.update(vuid.encode("ascii") + head)
-    return vault.block_cipher("protection").encrypt(head + tag.digest()[:_TAG_LENGTH]).hex().upper()
+    return vault.block_cipher("protection").encrypt_block(head + tag.digest()[:_TAG_LENGTH]).hex().upper()
+
+
+def issue_dynamic(vault: KeyVault, vuid: str, expires_at_s: int, *, token: str | None = None) -> CodeText:
+    """A fresh dynamic code for ``vuid`` valid until ``expires_at_s``; the combined pay
+    code when a channel payment token is given."""
+    valid = seal_valid(vault, vuid, expires_at_s)
+    if token is None:  # seal_valid checked the VUID and made the VALID: nothing left to check
+        return _tuple_new(CodeText, (vuid, "dynamic", valid, None, None))
+    return CodeText.dynamic(vuid, valid, token=token)
 
 
 def open_valid(vault: KeyVault, vuid: str, valid: str) -> ValidInfo:
@@ -305,13 +316,14 @@ def open_valid(vault: KeyVault, vuid: str, valid: str) -> ValidInfo:
     """
     if not _valid_ok(valid):
         raise errors.CodeMalformed(f"VALID must be exactly {VALID_HEX_LENGTH} uppercase hex characters")
-    sealed = _unhex(valid)
+    sealed = _unhex(valid)  # 16 bytes: one block
     vuid_bytes = vuid.encode("ascii")
     for version, cipher in vault.block_ciphers("protection"):
-        block = cipher.decrypt(sealed)
+        block = cipher.decrypt_block(sealed)
         head = block[:_HEAD_LENGTH]
         tag = _new_sm3()
         tag.update(vuid_bytes + head)
         if compare_digest(block[_HEAD_LENGTH:], tag.digest()[:_TAG_LENGTH]):
-            return _tuple_new(ValidInfo, _unpack_head(head) + (version,))
+            expires_at_s, serial = _unpack_head(head)
+            return _tuple_new(ValidInfo, (expires_at_s, serial, version))
     raise errors.CodeInvalid("the dynamic code does not verify for this card")

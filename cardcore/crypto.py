@@ -88,28 +88,30 @@ class SM4Block:
 
     ECB is stateless, so one encryptor and one decryptor serve every call: building a
     new OpenSSL context per block costs about ten times the encryption itself.
-    Not thread-safe; each event loop/process keeps its own instance.
+    ``encrypt_block``/``decrypt_block`` are OpenSSL's own update methods, for callers that
+    hand over exactly one block they built or checked (the sealed VALID of every dynamic
+    code): no Python frame in between. Not thread-safe; each event loop/process keeps its
+    own instance.
     """
 
-    __slots__ = ("_enc", "_dec")
+    __slots__ = ("encrypt_block", "decrypt_block")
 
     def __init__(self, key: bytes) -> None:
         if len(key) != 16:
             raise ValueError("SM4 keys are 16 bytes")
         cipher = Cipher(algorithms.SM4(key), modes.ECB())
-        # The contexts' update methods, bound once: whole blocks in, whole blocks out.
-        self._enc = cipher.encryptor().update
-        self._dec = cipher.decryptor().update
+        self.encrypt_block = cipher.encryptor().update
+        self.decrypt_block = cipher.decryptor().update
 
     def encrypt(self, data: bytes) -> bytes:
         if len(data) % BLOCK_SIZE:
             raise ValueError("SM4 ECB input must be whole 16-byte blocks")
-        return self._enc(data)
+        return self.encrypt_block(data)
 
     def decrypt(self, data: bytes) -> bytes:
         if len(data) % BLOCK_SIZE:
             raise ValueError("SM4 ECB input must be whole 16-byte blocks")
-        return self._dec(data)
+        return self.decrypt_block(data)
 
 
 def sm4_cbc_encrypt(key: bytes, iv: bytes, data: bytes) -> bytes:

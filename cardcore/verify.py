@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from cardcore import access, audit, codeevents, errors, otp
 from cardcore.cache import LuaScript, Stamped
 from cardcore.cards import CARD_RECORDS
-from cardcore.codes import CodeText, open_valid, parse_code_text, seal_valid
+from cardcore.codes import CodeText, issue_dynamic, open_valid, parse_code_text
 from cardcore.models import CardStatus
 from cardcore.pii import mask_id_number
 from cardcore.runtime import Runtime
@@ -97,8 +97,7 @@ async def issue_dynamic_code(rt: Runtime, health_card_id: str, actor: audit.Acto
         raise errors.CardInactive()
     ttl = rt.settings.dynamic_code_ttl_s
     expires_at_s = int(time.time()) + ttl
-    valid = seal_valid(rt.vault, health_card_id, expires_at_s)
-    code = CodeText.dynamic(health_card_id, valid, token=token)
+    code = issue_dynamic(rt.vault, health_card_id, expires_at_s, token=token)
     await codeevents.enqueue(rt, "issue", actor, code.kind, "", "ok", health_card_id)
     return IssuedCode(
         qr_code_text=code.format(),

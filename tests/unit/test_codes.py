@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cardcore import codes, errors
-from cardcore.codes import CodeText, derive_vuid, open_valid, parse_code_text, seal_valid
+from cardcore.codes import CodeText, derive_vuid, issue_dynamic, open_valid, parse_code_text, seal_valid
 from cardcore.keyvault import KeyVault
 
 EMPI_ID = "0123456789ABCDEF"
@@ -376,3 +376,25 @@ def test_a_full_dynamic_code_survives_format_parse_and_open(vault):
     code = parse_code_text(text + "\r\n")
     assert code.kind == "combined"
     assert open_valid(vault, code.vuid, code.valid).expires_at_s == EXPIRES_AT
+
+
+def test_issued_dynamic_code_is_the_checked_code_and_reads_back(vault):
+    code = issue_dynamic(vault, VUID, EXPIRES_AT)
+    assert code == CodeText.dynamic(VUID, code.valid)  # same fields as the checking constructor
+    assert type(code) is CodeText and code.kind == "dynamic"
+    assert parse_code_text(code.format()) == code
+    assert open_valid(vault, VUID, code.valid).expires_at_s == EXPIRES_AT
+
+
+def test_issued_code_with_a_token_is_the_combined_pay_code(vault):
+    code = issue_dynamic(vault, VUID, EXPIRES_AT, token="WXPAYTOKEN0123")
+    assert code.kind == "combined" and code.token == "WXPAYTOKEN0123"
+    assert parse_code_text(code.format()) == code
+    with pytest.raises(ValueError):
+        issue_dynamic(vault, VUID, EXPIRES_AT, token="not a token")
+
+
+@pytest.mark.parametrize("vuid", [VUID.lower(), VUID[:-1], VUID + "0", 12345, None])
+def test_issue_refuses_a_malformed_vuid(vault, vuid):
+    with pytest.raises((ValueError, TypeError)):
+        issue_dynamic(vault, vuid, EXPIRES_AT)
