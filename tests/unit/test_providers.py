@@ -313,17 +313,19 @@ async def test_sdk_calls_run_in_threads_at_most_the_bound_at_once(monkeypatch):
     assert state["peak"] <= 2
 
 
-async def test_sdk_calls_do_not_wait_for_the_default_executor():
+def test_sdk_calls_do_not_wait_for_the_default_executor():
     # An SDK call may wait on an in-process mock whose answer needs the default executor;
-    # with every default thread busy, the SDK call must still run.
-    loop = asyncio.get_running_loop()
-    busy_pool = ThreadPoolExecutor(max_workers=1)
-    loop.set_default_executor(busy_pool)
-    release = threading.Event()
-    blocked = loop.run_in_executor(None, release.wait)
-    try:
-        assert await asyncio.wait_for(_threads.run_sync(lambda: "answered"), timeout=5) == "answered"
-    finally:
-        release.set()
-        await blocked
-        busy_pool.shutdown(wait=False)
+    # with every default thread busy, the SDK call must still run. A loop of its own: the
+    # busy pool must not stay the default executor of the loop later tests share.
+    async def with_default_threads_busy() -> str:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
+        release = threading.Event()
+        blocked = loop.run_in_executor(None, release.wait)
+        try:
+            return await asyncio.wait_for(_threads.run_sync(lambda: "answered"), timeout=5)
+        finally:
+            release.set()
+            await blocked
+
+    assert asyncio.run(with_default_threads_busy()) == "answered"
