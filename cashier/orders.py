@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -26,7 +25,7 @@ from cardcore.models import Card
 from cardcore.clock import as_utc, iso, utcnow
 from cardcore.runtime import Runtime
 from cashier import accounts, channels, notifier
-from cashier.channels.base import ChannelRefused, PayAction, PaymentRequest, PaymentState
+from cashier.channels.base import ChannelRefused, PayAction, PaymentRequest, PaymentState, new_order_no
 from cashier.errors import AmountMismatch, DuplicateOutTradeNo, OrderAlreadyPaid, OrderNotFound, OrderNotPayable
 from cashier.models import Order, OrderStatus
 
@@ -36,11 +35,6 @@ UNPAID = (OrderStatus.created, OrderStatus.paying)
 # A paid order stays paid however often the channel says so again.
 SETTLEABLE = (OrderStatus.created, OrderStatus.paying, OrderStatus.closed)
 MAX_AMOUNT_FEN = 100_000_000_00  # one hundred million yuan: anything above is a typing error
-
-
-def new_order_no(prefix: str = "") -> str:
-    """Time-ordered and unguessable: the cashier page is reached by it, without login."""
-    return f"{prefix}{utcnow():%Y%m%d%H%M%S}{secrets.randbelow(10**14):014d}"
 
 
 class OrderRequest(BaseModel):

@@ -17,7 +17,7 @@ from tortoise.transactions import in_transaction
 from cardcore.clock import as_utc, iso, utcnow
 from cardcore.runtime import Runtime
 from cashier import accounts, notifier
-from cashier.channels.base import ChannelRefused, ChannelUnreachable, RefundState
+from cashier.channels.base import ChannelRefused, ChannelUnreachable, RefundState, new_order_no
 from cashier.errors import (
     AmountMismatch,
     DuplicateOutRefundNo,
@@ -26,7 +26,7 @@ from cashier.errors import (
     RefundNotFound,
 )
 from cashier.models import Order, OrderStatus, Refund, RefundStatus
-from cashier.orders import get_order, new_order_no
+from cashier.orders import get_order
 
 log = logging.getLogger("ehc.cashier.refunds")
 

@@ -370,8 +370,9 @@ async def _issue_code(request: Request, fields: dict, account) -> dict:
 
 
 async def _query(request: Request, fields: dict, account) -> dict:
+    # UnionPay names a transaction by orderId and the txnTime it was sent with: both must match.
     order = await mock.order(request, fields.get("orderId", ""))
-    if order is None:
+    if order is None or not fields.get("txnTime") or order.get("txnTime") != fields["txnTime"]:
         raise Refusal("34", "查无此交易")
     result = {"paid": ("00", "成功"), "paying": ("05", "交易处理中"), "cancelled": ("01", "交易失败")}.get(
         order["status"], ("34", "订单已关闭")

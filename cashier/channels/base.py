@@ -10,15 +10,44 @@ so the cashier can query the channel for the real outcome before it answers
 
 from __future__ import annotations
 
+import re
+import secrets
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Literal
 
+from cardcore.clock import utcnow
 from cardcore.errors import PlatformError
 
 PayStatus = Literal["paid", "paying", "closed", "failed", "not_found"]
 RefundStatus = Literal["succeeded", "processing", "failed", "not_found"]
+
+
+_ISSUE_TIME = "%Y%m%d%H%M%S"
+_NUMBER = re.compile(r"[A-Z]{0,4}(\d{14})")
+
+
+def new_order_no(prefix: str = "") -> str:
+    """An order or refund number, sent to channels as their out_trade_no / orderId.
+
+    Time-ordered and unguessable (the cashier page is reached by it, without login). It
+    starts with the UTC moment it was issued, which ``issued_at`` reads back: channels that
+    name a transaction by number and time together (UnionPay) need the same time whenever
+    they name it again.
+    """
+    return f"{prefix}{utcnow():{_ISSUE_TIME}}{secrets.randbelow(10**14):014d}"
+
+
+def issued_at(number: str) -> datetime | None:
+    """When a number of ``new_order_no``'s form was issued (UTC); ``None`` for other numbers."""
+    match = _NUMBER.match(number)
+    if match is None:
+        return None
+    try:
+        return datetime.strptime(match[1], _ISSUE_TIME).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
 
 
 class ChannelUnreachable(PlatformError):

@@ -15,9 +15,11 @@ Merchant config: ``merchant_id`` (merId), ``gateway`` (base URL; paths ``/gatewa
   the async notification (answered ``ok``, HTTP 200), ``frontUrl`` the return page,
   ``payTimeout`` the order's expiry;
 - micropay: ``backTransReq.do`` txnType 01/06 with ``qrNo`` (payment code), then a query;
-- query: ``queryTrans.do`` txnType 00 by ``orderId`` (UnionPay also wants the original
-  ``txnTime``; the mock finds orders by ``orderId`` alone): ``origRespCode`` 00 paid,
-  03/04/05 in progress, anything else closed;
+- query: ``queryTrans.do`` txnType 00 by ``orderId`` and the original ``txnTime``
+  (UnionPay names a transaction by both; a query with another time finds nothing, respCode
+  34): ``origRespCode`` 00 paid, 03/04/05 in progress, anything else closed. So that the
+  time is the same whenever a transaction is named, a payment's or refund's ``txnTime`` is
+  read from its number, which starts with its issue time (``base.issued_at``);
 - close: UnionPay has no close for unpaid orders (they lapse at ``payTimeout``); the
   adapter sends 消费撤销 txnType 31 without ``origQryId``, which the mock takes as closing
   an unpaid order and refuses (respCode 12) for a paid one;
@@ -59,6 +61,7 @@ from cashier.channels.base import (
     PaymentRequest,
     PaymentState,
     RefundState,
+    issued_at,
 )
 
 CHANNEL = "unionpay"
@@ -66,6 +69,13 @@ TIME = "%Y%m%d%H%M%S"
 VERSION = "5.1.0"
 IN_PROGRESS = {"03", "04", "05"}  # 交易状态未明 / 处理中: ask again later
 FRONT, BACK, QUERY, FILE = "frontTransReq.do", "backTransReq.do", "queryTrans.do", "fileTransfer.do"
+
+
+def txn_time(number: str) -> str:
+    """``txnTime`` of the transaction named ``number``: when the number was issued, Beijing
+    time; now for a number that does not say (UnionPay then knows it only by the answer)."""
+    moment = issued_at(number)
+    return (beijing(moment) if moment else datetime.now(BEIJING)).strftime(TIME)
 
 
 def signing_text(fields: dict[str, str]) -> str:
@@ -172,6 +182,7 @@ class UnionPayChannel(Channel):
                 "bizType": "000201",
                 "channelType": "08",
                 "orderId": request.order_no,
+                "txnTime": txn_time(request.order_no),
                 "txnAmt": request.amount_fen,
                 "frontUrl": request.return_url,
                 "backUrl": request.notify_url,
@@ -194,6 +205,7 @@ class UnionPayChannel(Channel):
                 "bizType": "000000",
                 "channelType": "08",
                 "orderId": request.order_no,
+                "txnTime": txn_time(request.order_no),
                 "txnAmt": request.amount_fen,
                 "qrNo": auth_code,
                 "backUrl": request.notify_url,
@@ -211,7 +223,13 @@ class UnionPayChannel(Channel):
     async def _query(self, order_no: str) -> dict | None:
         answer = await self._post(
             QUERY,
-            {"txnType": "00", "txnSubType": "00", "bizType": "000000", "orderId": order_no},
+            {
+                "txnType": "00",
+                "txnSubType": "00",
+                "bizType": "000000",
+                "orderId": order_no,
+                "txnTime": txn_time(order_no),
+            },
             accept=frozenset({"34"}),
         )
         return None if answer["respCode"] == "34" else answer
@@ -259,6 +277,7 @@ class UnionPayChannel(Channel):
                 "bizType": "000201",
                 "channelType": "08",
                 "orderId": refund_no,
+                "txnTime": txn_time(refund_no),
                 "origQryId": original["queryId"],
                 "txnAmt": refund_fen,
                 "backUrl": notify_url,
@@ -396,8 +415,8 @@ class UnionPayChannel(Channel):
         for line in text.splitlines():
             if not line.strip() or line.startswith("#"):
                 continue
-            txn_type, order_id, orig_order_id, query_id, amount, fee, txn_time, resp = line.split("|")[:8]
-            at = parse_beijing(txn_time, TIME)
+            txn_type, order_id, orig_order_id, query_id, amount, fee, time_text, resp = line.split("|")[:8]
+            at = parse_beijing(time_text, TIME)
             if txn_type == "04":
                 records.append(
                     BillRecord(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
-from cashier.channels.base import ChannelRefused
+from cashier.channels._common import beijing
+from cashier.channels.base import ChannelRefused, issued_at
 from cashier.channels.dev import mock_merchant_configs
-from cashier.channels.unionpay import UnionPayChannel
+from cashier.channels.unionpay import QUERY, TIME, UnionPayChannel
 from tests.e2e.payments import payment_request
 
 
@@ -45,3 +47,23 @@ async def test_a_merchant_signing_with_another_certificate_is_refused(config):
     with pytest.raises(ChannelRefused) as refused:
         await stranger.query("ANY")
     assert refused.value.details["code"] == "11"
+
+
+async def test_a_transaction_is_named_by_its_order_number_and_send_time(config, web, live_server):
+    # UnionPay finds a transaction by orderId and the txnTime it was sent with; the adapter
+    # reads that time from the order number, so a later query names it the same way.
+    channel = UnionPayChannel(config)
+    request = payment_request(live_server.base_url, "unionpay", 800)
+    action = await channel.create_payment(request)
+    sent_at = beijing(issued_at(request.order_no))
+    assert action.data["fields"]["txnTime"] == sent_at.strftime(TIME)
+    assert (await web.post(action.data["url"], data=action.data["fields"])).status_code == 200
+
+    assert (await channel.query(request.order_no)).status == "paying"
+    a_second_later = (sent_at + timedelta(seconds=1)).strftime(TIME)
+    named_otherwise = {
+        "txnType": "00", "txnSubType": "00", "bizType": "000000",
+        "orderId": request.order_no, "txnTime": a_second_later,
+    }  # fmt: skip
+    answer = await channel._post(QUERY, named_otherwise, accept=frozenset({"34"}))
+    assert answer["respCode"] == "34"

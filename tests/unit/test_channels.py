@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
+from datetime import datetime, timezone
 
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -12,7 +14,7 @@ from hypothesis import strategies as st
 
 from cashier.channels import all_methods, channel_of_method, channel_of_payment_code
 from cashier.channels._common import fen_to_yuan, yuan_to_fen, yuan_to_fen_rounded
-from cashier.channels.base import BadCallback
+from cashier.channels.base import BadCallback, issued_at, new_order_no
 from cashier.channels.wechat import decrypt_req_info
 
 
@@ -126,3 +128,17 @@ def test_wechat_refund_req_info_decrypts_with_md5_of_the_api_key():
 def test_wechat_req_info_under_another_key_or_garbled_is_refused(req_info):
     with pytest.raises(BadCallback):
         decrypt_req_info("k" * 32, req_info)
+
+
+def test_an_order_number_says_when_it_was_issued():
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    number = new_order_no("R")
+    after = datetime.now(timezone.utc)
+    assert re.fullmatch(r"R\d{28}", number)
+    assert before <= issued_at(number) <= after
+    assert new_order_no() != new_order_no()
+
+
+@pytest.mark.parametrize("number", ["", "NO-SUCH-ORDER", "2026", "T20261399000000ABC", "ABCDE20261123000000"])
+def test_numbers_of_another_form_say_nothing_of_their_time(number):
+    assert issued_at(number) is None
