@@ -18,7 +18,10 @@ Two tools for the hot paths:
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import hashlib
+import math
 import secrets
 import time
 import weakref
@@ -29,6 +32,7 @@ from urllib.parse import unquote
 import hiredis
 import redis.asyncio as redis
 from redis.asyncio.sentinel import SentinelManagedConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 T = TypeVar("T")
@@ -46,7 +50,9 @@ def create_redis(redis_url: str) -> redis.Redis:
     if not redis_url:
         import fakeredis
 
-        return fakeredis.FakeAsyncRedis(decode_responses=False)
+        client = fakeredis.FakeAsyncRedis(decode_responses=False)
+        _in_process.add(client)
+        return client
     scheme = redis_url.split("://", 1)[0]
     if scheme in SENTINEL_SCHEMES:
         return _sentinel_primary(redis_url)
@@ -128,9 +134,11 @@ def _sentinel_primary(url: str) -> redis.Redis:
 class LuaScript:
     """A Lua script the shared cache runs atomically (EVALSHA; loaded on first use).
 
-    Calls made by concurrent requests of one worker in the same turn of the event loop
-    travel together (``_ScriptBatch``): one write and one read for all of them instead of
-    a round trip each. Each script still runs on its own and atomically, in call order.
+    A worker's script calls travel on one connection of their own (``_ScriptChannel``):
+    the calls made by concurrent requests in the same turn of the event loop go out in one
+    write and their answers come back in order, without a round trip each or redis-py's
+    per-command pool, pipeline and retry layers. Each script still runs on its own and
+    atomically, in call order.
     """
 
     def __init__(self, source: str) -> None:
@@ -138,76 +146,143 @@ class LuaScript:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
     async def __call__(self, client: redis.Redis, keys: list[str], args: list[Any]) -> Any:
-        batch = _batches.get(client)
-        if batch is None:
-            batch = _batches[client] = _ScriptBatch(client)
-        return await batch.call(self, keys, args)
+        channel = _channels.get(client)
+        if channel is None:
+            channel = _channels[client] = _ScriptChannel(client) if pipelines_scripts(client) else _DirectCalls(client)
+        try:
+            return await channel.call(self.sha, keys, args)
+        except NoScriptError:  # a restarted or flushed cache: load the script, then again
+            await client.script_load(self.source)
+            return await channel.call(self.sha, keys, args)
 
 
-class _ScriptBatch:
-    """Script calls waiting for the end of the current event-loop turn, sent as one pipeline."""
+class _ScriptChannel:
+    """Script calls on one connection taken from the client's pool (so authentication, the
+    database, TLS and Sentinel's choice of primary are the pool's), pipelined.
+
+    Calls wait for the end of the current event-loop turn and are written together; one
+    reader task hands each answer to the oldest caller still waiting for one. When the
+    connection fails, every call in flight fails with it and the next call takes a fresh
+    connection.
+    """
 
     def __init__(self, client: redis.Redis) -> None:
-        self._client_ref = weakref.ref(client)  # _batches holds this per client, weakly
-        self._waiting: list[tuple[LuaScript, list, list, asyncio.Future]] = []
+        self._client_ref = weakref.ref(client)  # _channels holds this per client, weakly
+        self._outgoing: list[tuple[bytes, asyncio.Future]] = []
+        self._in_flight: collections.deque[asyncio.Future] = collections.deque()
+        self._connection = None
+        self._reader: asyncio.Task | None = None
+        self._lock = asyncio.Lock()  # one writer at a time keeps writes in answer order
 
-    @property
-    def _client(self) -> redis.Redis:
-        client = self._client_ref()
-        if client is None:
-            raise RuntimeError("the shared-cache client was closed")
-        return client
-
-    def call(self, script: LuaScript, keys: list, args: list) -> asyncio.Future:
+    def call(self, sha: str, keys: list, args: list) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        if not self._waiting:
+        if not self._outgoing:
             loop.call_soon(self._send)  # after every task that is ready in this turn
-        self._waiting.append((script, keys, args, future))
+        self._outgoing.append((_pack_evalsha(sha, keys, args), future))
         return future
 
     def _send(self) -> None:
-        calls, self._waiting = self._waiting, []
-        asyncio.get_running_loop().create_task(self._run(calls))
+        calls, self._outgoing = self._outgoing, []
+        asyncio.get_running_loop().create_task(self._write(calls))
 
-    async def _run(self, calls: list) -> None:
-        try:
-            results = await self._pipeline(calls)
-            missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
-            if missing:  # a restarted or flushed cache: load the scripts and send those again
-                for script in {calls[i][0] for i in missing}:
-                    await self._client.script_load(script.source)
-                for i, result in zip(missing, await self._pipeline([calls[i] for i in missing])):
-                    results[i] = result
-        except BaseException as exc:  # the connection failed: every caller learns it
-            for *_, future in calls:
-                if not future.done():
-                    future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for (*_, future), result in zip(calls, results):
+    async def _write(self, calls: list) -> None:
+        async with self._lock:
+            try:
+                connection = self._connection
+                if connection is not None and not connection.is_connected:
+                    # Lost under us (the reader may not know yet): not reconnected in place,
+                    # where answers would go to a reader still on the old stream.
+                    await self._fail(RedisConnectionError("the shared-cache connection was lost"), [])
+                    connection = None
+                connection = connection or await self._open()
+                self._in_flight.extend(future for _, future in calls)
+                await connection.send_packed_command(b"".join(packed for packed, _ in calls), check_health=False)
+            except BaseException as exc:  # the connection failed: every caller learns it
+                await self._fail(exc, [future for _, future in calls])
+                if not isinstance(exc, Exception):
+                    raise
+
+    async def _open(self):
+        client = self._client_ref()
+        if client is None:
+            raise RuntimeError("the shared-cache client was closed")
+        connection = await client.connection_pool.get_connection()
+        self._connection = connection
+        self._reader = asyncio.get_running_loop().create_task(self._read(connection))
+        return connection
+
+    async def _read(self, connection) -> None:
+        while True:
+            try:
+                answer = await connection.read_response(timeout=math.inf)
+            except ResponseError as exc:  # a script's own error: its caller's, the connection is fine
+                answer = exc
+            except BaseException as exc:
+                if connection is self._connection:
+                    async with self._lock:
+                        await self._fail(exc, [])
+                return
+            if not self._in_flight:
+                continue  # nobody asked (cannot happen with a healthy connection)
+            future = self._in_flight.popleft()
             if future.done():  # the caller gave up waiting
                 continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
+            if isinstance(answer, Exception):
+                future.set_exception(answer)
             else:
-                future.set_result(result)
+                future.set_result(answer)
 
-    async def _pipeline(self, calls: list) -> list:
-        if len(calls) == 1:  # alone in its turn: a plain command costs less than a pipeline
-            script, keys, args, _ = calls[0]
-            try:
-                return [await self._client.evalsha(script.sha, len(keys), *keys, *args)]
-            except ResponseError as exc:
-                return [exc]
-        pipe = self._client.pipeline(transaction=False)
-        for script, keys, args, _ in calls:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        return await pipe.execute(raise_on_error=False)
+    async def _fail(self, exc: BaseException, calls: list[asyncio.Future]) -> None:
+        """Fail ``calls`` and everything in flight, and give the connection back broken."""
+        if not isinstance(exc, Exception):
+            exc = RedisConnectionError("the shared-cache connection was closed")
+        waiting = [*self._in_flight, *calls]
+        self._in_flight.clear()
+        for future in waiting:
+            if not future.done():
+                future.set_exception(exc)
+        connection, self._connection = self._connection, None
+        reader, self._reader = self._reader, None
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()
+        if connection is not None:
+            await connection.disconnect(nowait=True)
+            client = self._client_ref()
+            if client is not None:
+                with contextlib.suppress(KeyError):  # the pool was reset and forgot it
+                    await client.connection_pool.release(connection)
 
 
-_batches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+class _DirectCalls:
+    """The in-process cache's script calls: one EVALSHA each, nothing to save on the way."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client_ref = weakref.ref(client)
+
+    def call(self, sha: str, keys: list, args: list) -> Awaitable:
+        return self._client_ref().evalsha(sha, len(keys), *keys, *args)
+
+
+def pipelines_scripts(client: redis.Redis) -> bool:
+    """Whether ``client``'s script calls travel on a pipelined connection of their own (a
+    Redis server), or each on its own (the in-process fake, which has no connection to
+    save)."""
+    return client not in _in_process
+
+
+_in_process: weakref.WeakSet = weakref.WeakSet()
+
+
+def _pack_evalsha(sha: str, keys: list, args: list) -> bytes:
+    command = ("EVALSHA", sha, len(keys), *keys, *args)
+    try:
+        return hiredis.pack_command(command)
+    except (TypeError, UnicodeError):  # types hiredis does not take: redis-py's packer decides
+        return b"".join(redis.Connection().pack_command(*command))
+
+
+_channels: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 # Lua: the stamp checks every script that acts on local copies starts with. KEYS[1..n]

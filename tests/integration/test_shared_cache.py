@@ -3,6 +3,10 @@ scripts sent together. "Another worker" is a second Runtime on the same shared c
 
 import asyncio
 
+import pytest
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import RedisError
+
 from cardcore import cache
 from cardcore.runtime import Runtime
 
@@ -63,17 +67,48 @@ async def test_scripts_called_together_travel_together_and_survive_a_script_flus
     script = cache.LuaScript("return redis.call('INCR', KEYS[1])")
     await rt.redis.delete("test-script-counter")
     await rt.redis.script_flush()
-    pipelines = []
-    real_pipeline = type(rt.redis).pipeline
-
-    def counting_pipeline(self, *args, **kwargs):
-        pipelines.append(1)
-        return real_pipeline(self, *args, **kwargs)
-
-    monkeypatch.setattr(type(rt.redis), "pipeline", counting_pipeline)
     results = await asyncio.gather(*(script(rt.redis, ["test-script-counter"], []) for _ in range(10)))
     assert sorted(results) == list(range(1, 11))
-    assert len(pipelines) == 2  # one for all ten, one more after loading the flushed script
+    if not cache.pipelines_scripts(rt.redis):
+        return  # the in-process cache runs each call on its own
+
+    writes = []
+    real_send = AbstractConnection.send_packed_command
+
+    async def counting_send(self, command, *args, **kwargs):
+        writes.append(command)
+        return await real_send(self, command, *args, **kwargs)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting_send)
+    results = await asyncio.gather(*(script(rt.redis, ["test-script-counter"], []) for _ in range(10)))
+    assert sorted(results) == list(range(11, 21))
+    assert len(writes) == 1  # all ten calls in one write, their answers each to its caller
+
+
+async def test_a_lost_connection_fails_or_answers_every_call_and_the_channel_reconnects(rt):
+    if not cache.pipelines_scripts(rt.redis):
+        pytest.skip("the in-process cache has no connection to lose")
+    script = cache.LuaScript("return redis.call('INCR', KEYS[1])")
+    await rt.redis.delete("test-script-reconnect")
+    assert await script(rt.redis, ["test-script-reconnect"], []) == 1
+    await cache._channels[rt.redis]._connection.disconnect()  # the server went away under the channel
+    calls = (script(rt.redis, ["test-script-reconnect"], []) for _ in range(3))
+    outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), timeout=10)
+    assert all(isinstance(outcome, (int, RedisError)) for outcome in outcomes), outcomes  # none hangs
+    counted = await script(rt.redis, ["test-script-reconnect"], [])
+    assert counted == int(await rt.redis.get("test-script-reconnect"))
+
+
+async def test_a_caller_that_gives_up_does_not_take_the_next_callers_answer(rt):
+    script = cache.LuaScript("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+    await rt.redis.delete("test-script-order")
+    assert await script(rt.redis, ["test-script-order"], [0]) == 0  # loaded
+    impatient = asyncio.ensure_future(script(rt.redis, ["test-script-order"], [100]))
+    patient = asyncio.ensure_future(script(rt.redis, ["test-script-order"], [1]))
+    await asyncio.sleep(0)  # both calls are queued for the same write
+    impatient.cancel()
+    assert await patient == 101  # the first script still ran; its answer went to nobody
+    assert await script(rt.redis, ["test-script-order"], [0]) == 101
 
 
 async def test_a_script_called_alone_survives_a_script_flush_too(rt):
