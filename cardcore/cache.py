@@ -168,7 +168,7 @@ class _ScriptChannel:
 
     def __init__(self, client: redis.Redis) -> None:
         self._client_ref = weakref.ref(client)  # _channels holds this per client, weakly
-        self._outgoing: list[tuple[bytes, asyncio.Future]] = []
+        self._outgoing: list[tuple[tuple, asyncio.Future]] = []
         self._in_flight: collections.deque[asyncio.Future] = collections.deque()
         self._connection = None
         self._reader: asyncio.Task | None = None
@@ -179,7 +179,7 @@ class _ScriptChannel:
         future = loop.create_future()
         if not self._outgoing:
             loop.call_soon(self._send)  # after every task that is ready in this turn
-        self._outgoing.append((_pack_evalsha(sha, keys, args), future))
+        self._outgoing.append((("EVALSHA", sha, len(keys), *keys, *args), future))
         return future
 
     def _send(self) -> None:
@@ -196,8 +196,16 @@ class _ScriptChannel:
                     await self._fail(RedisConnectionError("the shared-cache connection was lost"), [])
                     connection = None
                 connection = connection or await self._open()
-                self._in_flight.extend(future for _, future in calls)
-                await connection.send_packed_command(b"".join(packed for packed, _ in calls), check_health=False)
+                packed: list[bytes] = []
+                for command, future in calls:
+                    try:
+                        packed += connection.pack_command(*command)  # hiredis where it can (_HiredisPacking)
+                    except Exception as exc:  # an argument Redis cannot take: that call only
+                        if not future.done():
+                            future.set_exception(exc)
+                        continue
+                    self._in_flight.append(future)
+                await connection.send_packed_command(packed, check_health=False)
             except BaseException as exc:  # the connection failed: every caller learns it
                 await self._fail(exc, [future for _, future in calls])
                 if not isinstance(exc, Exception):
@@ -272,14 +280,6 @@ def pipelines_scripts(client: redis.Redis) -> bool:
 
 
 _in_process: weakref.WeakSet = weakref.WeakSet()
-
-
-def _pack_evalsha(sha: str, keys: list, args: list) -> bytes:
-    command = ("EVALSHA", sha, len(keys), *keys, *args)
-    try:
-        return hiredis.pack_command(command)
-    except (TypeError, UnicodeError):  # types hiredis does not take: redis-py's packer decides
-        return b"".join(redis.Connection().pack_command(*command))
 
 
 _channels: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import RedisError
+from redis.exceptions import DataError, RedisError
 
 from cardcore import cache
 from cardcore.runtime import Runtime
@@ -109,6 +109,15 @@ async def test_a_caller_that_gives_up_does_not_take_the_next_callers_answer(rt):
     impatient.cancel()
     assert await patient == 101  # the first script still ran; its answer went to nobody
     assert await script(rt.redis, ["test-script-order"], [0]) == 101
+
+
+async def test_a_call_with_an_argument_redis_cannot_take_fails_alone(rt):
+    script = cache.LuaScript("return redis.call('INCR', KEYS[1])")
+    await rt.redis.delete("test-script-bad-argument")
+    calls = (script(rt.redis, ["test-script-bad-argument"], args) for args in ([], [None], []))
+    first, bad, last = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(bad, DataError)
+    assert sorted([first, last]) == [1, 2]
 
 
 async def test_a_script_called_alone_survives_a_script_flush_too(rt):
