@@ -50,9 +50,7 @@ def create_redis(redis_url: str) -> redis.Redis:
     if not redis_url:
         import fakeredis
 
-        client = fakeredis.FakeAsyncRedis(decode_responses=False)
-        _in_process.add(client)
-        return client
+        return fakeredis.FakeAsyncRedis(decode_responses=False)
     scheme = redis_url.split("://", 1)[0]
     if scheme in SENTINEL_SCHEMES:
         return _sentinel_primary(redis_url)
@@ -276,10 +274,9 @@ def pipelines_scripts(client: redis.Redis) -> bool:
     """Whether ``client``'s script calls travel on a pipelined connection of their own (a
     Redis server), or each on its own (the in-process fake, which has no connection to
     save)."""
-    return client not in _in_process
+    from fakeredis import FakeAsyncRedis  # asked once per client, when its first script runs
 
-
-_in_process: weakref.WeakSet = weakref.WeakSet()
+    return not isinstance(client, FakeAsyncRedis)
 
 
 _channels: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
