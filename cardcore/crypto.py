@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib as _hashlib
 import hmac as _stdlib_hmac
+from functools import lru_cache
 
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -42,8 +43,16 @@ if _stdlib_has_sm3():
         digest.update(data)
         return digest.digest()
 
+    @lru_cache(maxsize=4096)
+    def _keyed_hmac_sm3(key: bytes):
+        # The same few keys sign every request (client secrets, the index key): keeping each
+        # one's HMAC context spares OpenSSL's digest lookup and key schedule per call.
+        return _stdlib_hmac.new(key, digestmod="sm3")
+
     def hmac_sm3(key: bytes, data: bytes) -> bytes:
-        return _stdlib_hmac.digest(key, data, "sm3")
+        mac = _keyed_hmac_sm3(key).copy()
+        mac.update(data)
+        return mac.digest()
 
 else:
     _new_sm3 = hashes.Hash(hashes.SM3()).copy
