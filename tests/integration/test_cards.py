@@ -9,7 +9,7 @@ import zxingcpp
 from PIL import Image
 from tortoise import connections
 
-from cardcore import codeevents, otp
+from cardcore import codeevents, otp, signing
 from cardcore.codes import CodeText, parse_code_text, seal_valid
 from cardcore.models import CodeEvent
 from cardcore.verify import STATIC_CODE_OTP, issue_dynamic_code
@@ -218,6 +218,24 @@ async def test_malformed_codes(terminal):
         assert_refused(await verify(terminal, text), 422, "CODE_MALFORMED")
     assert_refused(await verify(terminal, "F" * 64 + ":1"), 404, "CARD_NOT_FOUND")
     assert_refused(await verify(terminal, "F" * 64 + ":1", scene="dance"), 422, "VALIDATION_ERROR")
+
+
+async def test_bodies_that_are_not_a_json_object_are_refused_with_the_reason(terminal):
+    async def post_raw(body: bytes):
+        headers = signing.signed_headers(terminal.client_id, terminal.secret, "POST", "/inst/v1/codes/verify", body)
+        return await terminal.http.post(
+            "/inst/v1/codes/verify", content=body, headers={**headers, "Content-Type": "application/json"}
+        )
+
+    for unreadable in (b'{"qr_code_text": "A', b'{"scene": "\xff"}', "{}".encode("utf-16")):
+        assert_refused(await post_raw(unreadable), 400, "BAD_REQUEST")
+    for not_an_object in (b'["consultation"]', b'"consultation"', b"null"):
+        reply = await post_raw(not_an_object)
+        assert_refused(reply, 422, "VALIDATION_ERROR")
+        assert "must be an object" in reply.json()["message"]
+    reply = await post_raw(b'{"qr_code_text": "A", "scene": "consultation", "colour": "red"}')
+    assert_refused(reply, 422, "VALIDATION_ERROR")
+    assert [detail["field"] for detail in reply.json()["details"]] == ["colour"]
 
 
 async def test_foreign_issuer_is_not_verified_here(terminal, card):
