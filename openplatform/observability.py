@@ -103,6 +103,8 @@ def install(app: Sanic) -> None:
         route = request.route.path if request.route else "(unmatched)"
         _series(HTTP_REQUESTS, request.method, route, response.status).inc()
         _series(HTTP_LATENCY, route).observe(elapsed)
+        if not access_log.isEnabledFor(logging.INFO):  # spare building the record's fields
+            return
         access_log.info(
             "%s %s %s",
             request.method,
