@@ -150,9 +150,15 @@ async def front(request: Request):
     return mock.payment_page(order)
 
 
+def _went_through() -> dict:
+    """queryId (starting with traceTime, MMDDhhmmss) and paidTime of a transaction put through now."""
+    now = beijing_now()
+    return {"queryId": now.strftime("%m%d%H%M%S") + digits(11), "paidTime": now.strftime(TIME)}
+
+
 def _paid(order: dict) -> dict:
-    query_id = beijing_now().strftime("%m%d%H%M%S") + digits(11)
-    order.update(status="paid", queryId=query_id, trade_no=query_id, paidTime=_now())
+    order.update(status="paid", **_went_through())
+    order["trade_no"] = order["queryId"]
     return order
 
 
@@ -189,7 +195,7 @@ async def _notification(request: Request, record: dict, account, notify_url: str
                 "accessType": "0",
                 "currencyCode": "156",
                 "txnAmt": record["amount_fen"] + faults.get("wrong_notify_amount", 0),
-                "txnTime": record.get("paidTime", record.get("txnTime", "")),
+                "txnTime": record.get("txnTime", ""),  # as the merchant sent it; traceTime is when it went through
                 "queryId": record["queryId"],
                 "traceNo": record["queryId"][-6:],
                 "traceTime": record["queryId"][:10],
@@ -305,8 +311,7 @@ async def _refund(request: Request, fields: dict, account) -> dict:
             "origOrderId": original["out_trade_no"],
             "origQryId": original["queryId"],
             "expires_at": "",
-            "queryId": beijing_now().strftime("%m%d%H%M%S") + digits(11),
-            "paidTime": _now(),
+            **_went_through(),
             "txnTime": fields.get("txnTime", ""),
             "notify_url": fields.get("backUrl") or original["notify_url"],
         }
@@ -384,7 +389,10 @@ async def _query(request: Request, fields: dict, account) -> dict:
         "txnAmt": str(order["amount_fen"]),
     }
     if order["status"] == "paid":
-        answer.update(queryId=order["queryId"], txnTime=order["paidTime"], settleAmt=str(order["amount_fen"]))
+        answer.update(
+            queryId=order["queryId"], traceTime=order["queryId"][:10], traceNo=order["queryId"][-6:],
+            settleAmt=str(order["amount_fen"]),
+        )
     return answer
 
 

@@ -19,7 +19,9 @@ Merchant config: ``merchant_id`` (merId), ``gateway`` (base URL; paths ``/gatewa
   (UnionPay names a transaction by both; a query with another time finds nothing, respCode
   34): ``origRespCode`` 00 paid, 03/04/05 in progress, anything else closed. So that the
   time is the same whenever a transaction is named, a payment's or refund's ``txnTime`` is
-  read from its number, which starts with its issue time (``base.issued_at``);
+  read from its number, which starts with its issue time (``base.issued_at``). Answers
+  and notifications carry that original ``txnTime``; when the transaction went through is
+  ``traceTime`` (MMDDhhmmss, Beijing, no year: ``settled_at``);
 - close: UnionPay has no close for unpaid orders (they lapse at ``payTimeout``); the
   adapter sends 消费撤销 txnType 31 without ``origQryId``, which the mock takes as closing
   an unpaid order and refuses (respCode 12) for a paid one;
@@ -76,6 +78,21 @@ def txn_time(number: str) -> str:
     time; now for a number that does not say (UnionPay then knows it only by the answer)."""
     moment = issued_at(number)
     return (beijing(moment) if moment else datetime.now(BEIJING)).strftime(TIME)
+
+
+def settled_at(fields: dict[str, str]) -> datetime | None:
+    """When UnionPay put the transaction through: ``traceTime`` (MMDDhhmmss, Beijing) in the
+    year of the ``txnTime`` it was sent with, or the next one when it went through after New
+    Year's Eve. ``txnTime`` alone when there is no readable ``traceTime``."""
+    sent_at = parse_beijing(fields.get("txnTime", ""), TIME)
+    trace = fields.get("traceTime", "")
+    if sent_at is None or len(trace) != 10 or not trace.isdigit():
+        return sent_at
+    for year in (sent_at.year, sent_at.year + 1):
+        at = parse_beijing(f"{year}{trace}", TIME)  # None for 29 February of a common year
+        if at is not None and at >= sent_at:
+            return at
+    return sent_at
 
 
 def signing_text(fields: dict[str, str]) -> str:
@@ -244,7 +261,7 @@ class UnionPayChannel(Channel):
             order_no,
             amount_fen=amount,
             channel_trade_no=fields.get("queryId", ""),
-            paid_at=parse_beijing(fields.get("txnTime", ""), TIME) if paid else None,
+            paid_at=settled_at(fields) if paid else None,
             self_pay_fen=amount if paid else None,
         )
 
@@ -307,7 +324,7 @@ class UnionPayChannel(Channel):
             refund_no,
             amount_fen=int(fields["txnAmt"]) if fields.get("txnAmt", "").isdigit() else None,
             channel_refund_no=fields.get("queryId", ""),
-            finished_at=parse_beijing(fields.get("txnTime", ""), TIME) if status == "succeeded" else None,
+            finished_at=settled_at(fields) if status == "succeeded" else None,
         )
 
     # --- callbacks ----------------------------------------------------------------------

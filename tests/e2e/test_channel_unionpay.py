@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from cashier.channels._common import beijing
 from cashier.channels.base import ChannelRefused, issued_at
 from cashier.channels.dev import mock_merchant_configs
-from cashier.channels.unionpay import QUERY, TIME, UnionPayChannel
-from tests.e2e.payments import payment_request
+from cashier.channels.unionpay import QUERY, TIME, UnionPayChannel, parse_form
+from tests.e2e.payments import payment_request, raw_request
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +67,25 @@ async def test_a_transaction_is_named_by_its_order_number_and_send_time(config, 
     }  # fmt: skip
     answer = await channel._post(QUERY, named_otherwise, accept=frozenset({"34"}))
     assert answer["respCode"] == "34"
+
+
+async def test_the_paid_time_is_when_the_payment_went_through_not_when_it_was_sent(config, mock, web, live_server):
+    # Answers and notifications carry the txnTime the merchant sent; traceTime says when it
+    # went through. An order sent ten minutes before the payer confirms shows the difference.
+    channel = UnionPayChannel(config)
+    sent_at = (datetime.now(timezone.utc) - timedelta(minutes=10)).replace(microsecond=0)
+    order_no = "T" + sent_at.strftime("%Y%m%d%H%M%S") + "00000000000042"
+    request = payment_request(live_server.base_url, "unionpay", 700, order_no=order_no)
+    action = await channel.create_payment(request)
+    assert (await web.post(action.data["url"], data=action.data["fields"])).status_code == 200
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    await mock.confirm(order_no)
+    after = datetime.now(timezone.utc)
+
+    state = await channel.query(order_no)
+    assert state.status == "paid" and before <= state.paid_at <= after, (state.paid_at, sent_at)
+    [notification] = await mock.notifications(order_no)
+    headers, body = raw_request(notification)
+    assert parse_form(body)["txnTime"] == beijing(sent_at).strftime(TIME)
+    notified = (await channel.parse_callback(headers, body)).payment
+    assert notified.paid_at == state.paid_at

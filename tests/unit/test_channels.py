@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cashier.channels import all_methods, channel_of_method, channel_of_payment_code
-from cashier.channels._common import fen_to_yuan, yuan_to_fen, yuan_to_fen_rounded
+from cashier.channels import all_methods, channel_of_method, channel_of_payment_code, unionpay
+from cashier.channels._common import BEIJING, fen_to_yuan, yuan_to_fen, yuan_to_fen_rounded
 from cashier.channels.base import BadCallback, issued_at, new_order_no
 from cashier.channels.wechat import decrypt_req_info
 
@@ -142,3 +142,19 @@ def test_an_order_number_says_when_it_was_issued():
 @pytest.mark.parametrize("number", ["", "NO-SUCH-ORDER", "2026", "T20261399000000ABC", "ABCDE20261123000000"])
 def test_numbers_of_another_form_say_nothing_of_their_time(number):
     assert issued_at(number) is None
+
+
+@pytest.mark.parametrize(
+    "txn_time, trace_time, settled",
+    [
+        ("20261123101500", "1123101502", "2026-11-23 10:15:02"),
+        ("20261231235959", "0101000003", "2027-01-01 00:00:03"),  # went through after New Year's Eve
+        ("20240228235959", "0229000001", "2024-02-29 00:00:01"),
+        ("20261123101500", "", "2026-11-23 10:15:00"),  # no traceTime: the send time is all there is
+        ("20261123101500", "11231015", "2026-11-23 10:15:00"),
+        ("", "1123101502", None),
+    ],
+)
+def test_unionpay_settlement_time_is_trace_time_in_the_year_it_was_sent(txn_time, trace_time, settled):
+    at = unionpay.settled_at({"txnTime": txn_time, "traceTime": trace_time})
+    assert (at and at.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S")) == settled
