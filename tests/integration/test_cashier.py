@@ -406,7 +406,10 @@ async def test_unpaid_orders_cannot_be_refunded(hospital, settings):
 
 async def test_refund_with_a_lost_answer_is_settled_by_the_sweeper(http, rt, hospital, settings):
     order = await paid_order(http, hospital, settings, "alipay_wap")
-    await http.post("/_mock/alipay/pay/faults", json={"drop_responses": 1})
+    # The answer is lost and so is the refund notification Alipay sends along (refused for
+    # its signature), which could otherwise settle the refund before the answer is missed.
+    faults = {"drop_responses": 1, "bad_notify_signature": True, "notify_retries": 0}
+    await http.post("/_mock/alipay/pay/faults", json=faults)
     reply = await hospital.post(f"/cashier/v1/orders/{order['order_no']}/refunds", {"out_refund_no": "lost-" + order["out_trade_no"], "amount_fen": 500})
     assert reply.status_code == 201 and reply.json()["status"] == "processing"
     await Refund.filter(refund_no=reply.json()["refund_no"]).update(updated_at=utcnow() - timedelta(minutes=5))
