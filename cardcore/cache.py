@@ -21,7 +21,6 @@ import asyncio
 import collections
 import contextlib
 import hashlib
-import math
 import secrets
 import time
 import weakref
@@ -33,7 +32,8 @@ import hiredis
 import redis.asyncio as redis
 from redis.asyncio.sentinel import SentinelManagedConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis._parsers.base import BaseParser
+from redis.exceptions import InvalidResponse, NoScriptError
 
 T = TypeVar("T")
 
@@ -158,9 +158,11 @@ class _ScriptChannel:
     """Script calls on one connection taken from the client's pool (so authentication, the
     database, TLS and Sentinel's choice of primary are the pool's), pipelined.
 
-    Calls wait for the end of the current event-loop turn and are written together; one
-    reader task hands each answer to the oldest caller still waiting for one. When the
-    connection fails, every call in flight fails with it and the next call takes a fresh
+    Calls wait for the end of the current event-loop turn and are written together. Once
+    the pool has connected it, the connection's transport answers to ``_Replies``, which
+    parses what Redis sends (hiredis) and hands each answer to the oldest caller still
+    waiting for one, without a reader task or redis-py's per-read machinery. When the
+    connection is lost, every call in flight fails with it and the next call takes a fresh
     connection.
     """
 
@@ -169,95 +171,124 @@ class _ScriptChannel:
         self._outgoing: list[tuple[tuple, asyncio.Future]] = []
         self._in_flight: collections.deque[asyncio.Future] = collections.deque()
         self._connection = None
-        self._reader: asyncio.Task | None = None
-        self._lock = asyncio.Lock()  # one writer at a time keeps writes in answer order
+        self._transport: asyncio.Transport | None = None
+        self._replies: _Replies | None = None
+        self._opening: asyncio.Task | None = None
 
     def call(self, sha: str, keys: list, args: list) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         if not self._outgoing:
-            loop.call_soon(self._send)  # after every task that is ready in this turn
+            loop.call_soon(self._flush)  # after every task that is ready in this turn
         self._outgoing.append((("EVALSHA", sha, len(keys), *keys, *args), future))
         return future
 
-    def _send(self) -> None:
+    def _flush(self) -> None:
+        if not self._outgoing:
+            return
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            if self._opening is None:
+                self._opening = asyncio.get_running_loop().create_task(self._open())
+            return  # _open flushes once connected
         calls, self._outgoing = self._outgoing, []
-        asyncio.get_running_loop().create_task(self._write(calls))
-
-    async def _write(self, calls: list) -> None:
-        async with self._lock:
+        pack = self._connection.pack_command  # hiredis where it can (_HiredisPacking)
+        packed: list[bytes] = []
+        for command, future in calls:
             try:
-                connection = self._connection
-                if connection is not None and not connection.is_connected:
-                    # Lost under us (the reader may not know yet): not reconnected in place,
-                    # where answers would go to a reader still on the old stream.
-                    await self._fail(RedisConnectionError("the shared-cache connection was lost"), [])
-                    connection = None
-                connection = connection or await self._open()
-                packed: list[bytes] = []
-                for command, future in calls:
-                    try:
-                        packed += connection.pack_command(*command)  # hiredis where it can (_HiredisPacking)
-                    except Exception as exc:  # an argument Redis cannot take: that call only
-                        if not future.done():
-                            future.set_exception(exc)
-                        continue
-                    self._in_flight.append(future)
-                await connection.send_packed_command(packed, check_health=False)
-            except BaseException as exc:  # the connection failed: every caller learns it
-                await self._fail(exc, [future for _, future in calls])
-                if not isinstance(exc, Exception):
-                    raise
-
-    async def _open(self):
-        client = self._client_ref()
-        if client is None:
-            raise RuntimeError("the shared-cache client was closed")
-        connection = await client.connection_pool.get_connection()
-        self._connection = connection
-        self._reader = asyncio.get_running_loop().create_task(self._read(connection))
-        return connection
-
-    async def _read(self, connection) -> None:
-        while True:
-            try:
-                answer = await connection.read_response(timeout=math.inf)
-            except ResponseError as exc:  # a script's own error: its caller's, the connection is fine
-                answer = exc
-            except BaseException as exc:
-                if connection is self._connection:
-                    async with self._lock:
-                        await self._fail(exc, [])
-                return
-            if not self._in_flight:
-                continue  # nobody asked (cannot happen with a healthy connection)
-            future = self._in_flight.popleft()
-            if future.done():  # the caller gave up waiting
+                packed += pack(*command)
+            except Exception as exc:  # an argument Redis cannot take: that call only
+                if not future.done():
+                    future.set_exception(exc)
                 continue
-            if isinstance(answer, Exception):
-                future.set_exception(answer)
-            else:
-                future.set_result(answer)
+            self._in_flight.append(future)
+        self._write(transport, packed)
 
-    async def _fail(self, exc: BaseException, calls: list[asyncio.Future]) -> None:
-        """Fail ``calls`` and everything in flight, and give the connection back broken."""
-        if not isinstance(exc, Exception):
-            exc = RedisConnectionError("the shared-cache connection was closed")
-        waiting = [*self._in_flight, *calls]
-        self._in_flight.clear()
+    @staticmethod
+    def _write(transport: asyncio.Transport, packed: list[bytes]) -> None:
+        transport.writelines(packed)
+
+    async def _open(self) -> None:
+        try:
+            client = self._client_ref()
+            if client is None:
+                raise RuntimeError("the shared-cache client was closed")
+            connection = await client.connection_pool.get_connection()
+            transport = connection._writer.transport  # connected, authenticated, database selected
+            replies = _Replies(self, transport.get_protocol())
+            transport.set_protocol(replies)
+            self._connection, self._transport, self._replies = connection, transport, replies
+        except BaseException as exc:  # no connection: the calls waiting for one fail
+            calls, self._outgoing = self._outgoing, []
+            for _, future in calls:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        finally:
+            self._opening = None
+        self._flush()
+
+    def _answer(self, answer: Any) -> None:
+        if not self._in_flight:
+            return  # nobody asked (cannot happen with a healthy connection)
+        future = self._in_flight.popleft()
+        if future.done():  # the caller gave up waiting
+            return
+        if isinstance(answer, Exception):  # a script's own error: its caller's
+            future.set_exception(answer)
+        else:
+            future.set_result(answer)
+
+    def _lost(self, replies: "_Replies", exc: BaseException | None) -> None:
+        """The connection closed: fail what is in flight, give the connection back broken."""
+        if replies is not self._replies:
+            return
+        error = RedisConnectionError(f"the shared-cache connection was lost: {exc or 'closed'}")
+        waiting, self._in_flight = self._in_flight, collections.deque()
         for future in waiting:
             if not future.done():
-                future.set_exception(exc)
-        connection, self._connection = self._connection, None
-        reader, self._reader = self._reader, None
-        if reader is not None and reader is not asyncio.current_task():
-            reader.cancel()
-        if connection is not None:
-            await connection.disconnect(nowait=True)
-            client = self._client_ref()
-            if client is not None:
-                with contextlib.suppress(KeyError):  # the pool was reset and forgot it
-                    await client.connection_pool.release(connection)
+                future.set_exception(error)
+        connection, self._connection, self._transport, self._replies = self._connection, None, None, None
+        loop = asyncio.get_running_loop()
+        loop.create_task(self._give_back(connection))
+        if self._outgoing:  # calls made since the last write go out on a fresh connection
+            loop.call_soon(self._flush)
+
+    async def _give_back(self, connection) -> None:
+        await connection.disconnect(nowait=True)
+        client = self._client_ref()
+        if client is not None:
+            with contextlib.suppress(KeyError):  # the pool was reset and forgot it
+                await client.connection_pool.release(connection)
+
+
+class _Replies(asyncio.Protocol):
+    """What Redis sends on a script channel's connection, parsed and handed to the channel.
+
+    The stream protocol it replaces hears of the connection's end too, so that redis-py,
+    closing the connection it still owns, is not left waiting for it.
+    """
+
+    def __init__(self, channel: _ScriptChannel, stream_protocol: asyncio.BaseProtocol) -> None:
+        self._channel = channel
+        self._stream_protocol = stream_protocol
+        # Error replies become redis-py's exceptions (NoScriptError for NOSCRIPT, ...).
+        self._reader = hiredis.Reader(protocolError=InvalidResponse, replyError=BaseParser.parse_error)
+
+    def data_received(self, data: bytes) -> None:
+        reader, answer = self._reader, self._channel._answer
+        reader.feed(data)
+        while (reply := reader.gets()) is not False:
+            answer(reply)
+
+    def eof_received(self) -> bool:
+        return False  # close the transport: connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._channel._lost(self, exc)
+        self._stream_protocol.connection_lost(exc)
 
 
 class _DirectCalls:

@@ -4,7 +4,6 @@ scripts sent together. "Another worker" is a second Runtime on the same shared c
 import asyncio
 
 import pytest
-from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import DataError, RedisError
 
 from cardcore import cache
@@ -73,13 +72,13 @@ async def test_scripts_called_together_travel_together_and_survive_a_script_flus
         return  # the in-process cache runs each call on its own
 
     writes = []
-    real_send = AbstractConnection.send_packed_command
+    real_write = cache._ScriptChannel._write
 
-    async def counting_send(self, command, *args, **kwargs):
-        writes.append(command)
-        return await real_send(self, command, *args, **kwargs)
+    def counting_write(transport, packed):
+        writes.append(packed)
+        real_write(transport, packed)
 
-    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting_send)
+    monkeypatch.setattr(cache._ScriptChannel, "_write", staticmethod(counting_write))
     results = await asyncio.gather(*(script(rt.redis, ["test-script-counter"], []) for _ in range(10)))
     assert sorted(results) == list(range(11, 21))
     assert len(writes) == 1  # all ten calls in one write, their answers each to its caller
@@ -97,6 +96,29 @@ async def test_a_lost_connection_fails_or_answers_every_call_and_the_channel_rec
     assert all(isinstance(outcome, (int, RedisError)) for outcome in outcomes), outcomes  # none hangs
     counted = await script(rt.redis, ["test-script-reconnect"], [])
     assert counted == int(await rt.redis.get("test-script-reconnect"))
+
+
+async def test_a_connection_the_server_closes_fails_its_calls_and_the_next_call_reconnects(rt):
+    if not cache.pipelines_scripts(rt.redis):
+        pytest.skip("the in-process cache has no connection to lose")
+    script = cache.LuaScript("return redis.call('INCR', KEYS[1])")
+    await rt.redis.delete("test-script-killed")
+    assert await script(rt.redis, ["test-script-killed"], []) == 1
+    host, port = cache._channels[rt.redis]._transport.get_extra_info("sockname")[:2]
+    assert await rt.redis.client_kill(f"{host}:{port}")  # Redis drops the channel's connection
+    calls = (script(rt.redis, ["test-script-killed"], []) for _ in range(3))
+    outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), timeout=10)
+    assert all(isinstance(outcome, (int, RedisError)) for outcome in outcomes), outcomes
+    counted = await script(rt.redis, ["test-script-killed"], [])
+    assert counted == int(await rt.redis.get("test-script-killed"))
+
+
+async def test_closing_a_client_with_a_script_channel_does_not_wait_forever(rt):
+    if not cache.pipelines_scripts(rt.redis):
+        pytest.skip("the in-process cache has no connection to close")
+    client = cache.create_redis(rt.settings.redis_url)
+    assert await cache.LuaScript("return 7")(client, [], []) == 7
+    await asyncio.wait_for(client.aclose(), timeout=5)  # the pool closes the channel's connection too
 
 
 async def test_a_caller_that_gives_up_does_not_take_the_next_callers_answer(rt):
