@@ -84,33 +84,28 @@ async def test_scripts_called_together_travel_together_and_survive_a_script_flus
     assert len(writes) == 1  # all ten calls in one write, their answers each to its caller
 
 
-async def test_a_lost_connection_fails_or_answers_every_call_and_the_channel_reconnects(rt):
+async def _close_from_our_side(rt, channel) -> None:
+    await channel._connection.disconnect()
+
+
+async def _close_from_redis(rt, channel) -> None:
+    host, port = channel._transport.get_extra_info("sockname")[:2]
+    assert await rt.redis.client_kill(f"{host}:{port}")
+
+
+@pytest.mark.parametrize("lose", [_close_from_our_side, _close_from_redis])
+async def test_a_lost_connection_fails_or_answers_every_call_and_the_channel_reconnects(rt, lose):
     if not cache.pipelines_scripts(rt.redis):
         pytest.skip("the in-process cache has no connection to lose")
     script = cache.LuaScript("return redis.call('INCR', KEYS[1])")
     await rt.redis.delete("test-script-reconnect")
     assert await script(rt.redis, ["test-script-reconnect"], []) == 1
-    await cache._channels[rt.redis]._connection.disconnect()  # the server went away under the channel
+    await lose(rt, cache._channels[rt.redis])
     calls = (script(rt.redis, ["test-script-reconnect"], []) for _ in range(3))
     outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), timeout=10)
     assert all(isinstance(outcome, (int, RedisError)) for outcome in outcomes), outcomes  # none hangs
     counted = await script(rt.redis, ["test-script-reconnect"], [])
     assert counted == int(await rt.redis.get("test-script-reconnect"))
-
-
-async def test_a_connection_the_server_closes_fails_its_calls_and_the_next_call_reconnects(rt):
-    if not cache.pipelines_scripts(rt.redis):
-        pytest.skip("the in-process cache has no connection to lose")
-    script = cache.LuaScript("return redis.call('INCR', KEYS[1])")
-    await rt.redis.delete("test-script-killed")
-    assert await script(rt.redis, ["test-script-killed"], []) == 1
-    host, port = cache._channels[rt.redis]._transport.get_extra_info("sockname")[:2]
-    assert await rt.redis.client_kill(f"{host}:{port}")  # Redis drops the channel's connection
-    calls = (script(rt.redis, ["test-script-killed"], []) for _ in range(3))
-    outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), timeout=10)
-    assert all(isinstance(outcome, (int, RedisError)) for outcome in outcomes), outcomes
-    counted = await script(rt.redis, ["test-script-killed"], [])
-    assert counted == int(await rt.redis.get("test-script-killed"))
 
 
 async def test_closing_a_client_with_a_script_channel_does_not_wait_forever(rt):
