@@ -81,25 +81,36 @@ def _row(fields: dict) -> tuple:
     )
 
 
-def _insert_sql(connection) -> str:
-    """INSERT … ON CONFLICT DO NOTHING of one event, in the connection's dialect.
+# PostgreSQL takes a batch as one array per column (unnest), in one statement: a row at a
+# time (executemany) cost it about a third more. The arrays' types, in _COLUMNS order:
+_POSTGRES_ARRAY_TYPES = tuple("timestamptz" if name == "created_at" else "varchar" for name in _COLUMNS)
+
+
+def _batch_writer(connection):
+    """``write(rows)``: INSERT … ON CONFLICT DO NOTHING of a batch of events, in the
+    connection's dialect.
 
     Built like the ORM's bulk insert, but fed plain tuples: making a model object per
     event cost three times the insert itself.
     """
+    if connection.capabilities.dialect == "postgres":
+        columns = ", ".join(f'"{name}"' for name in _COLUMNS)
+        arrays = ", ".join(f"${i + 1}::{kind}[]" for i, kind in enumerate(_POSTGRES_ARRAY_TYPES))
+        sql = f'INSERT INTO "{CodeEvent._meta.db_table}" ({columns}) SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING'
+        return lambda rows: connection.execute_query(sql, [list(column) for column in zip(*rows)])
     query = (
         connection.query_class.into(CodeEvent._meta.basetable)
         .columns(*_COLUMNS)
         .insert(*(Parameter(idx=i + 1) for i in range(len(_COLUMNS))))
     )
-    return query.on_conflict().do_nothing().get_sql()
+    sql = query.on_conflict().do_nothing().get_sql()
+    return lambda rows: connection.execute_many(sql, rows)
 
 
 async def flush(rt) -> int:
     """Write queued events to the database; returns how many were written."""
     written = 0
-    connection = CodeEvent._meta.db
-    insert_sql = None
+    write = None
     for _ in range(MAX_BATCHES_PER_FLUSH):
         entries = await rt.redis.xrange(STREAM, count=BATCH)
         if not entries:
@@ -112,8 +123,8 @@ async def flush(rt) -> int:
                 log.error("unreadable code event set aside", extra={"entry": entry_id.decode()})
                 await rt.redis.xadd(DEAD_STREAM, fields)
         if rows:
-            insert_sql = insert_sql or _insert_sql(connection)
-            await connection.execute_many(insert_sql, rows)
+            write = write or _batch_writer(CodeEvent._meta.db)
+            await write(rows)
         await rt.redis.xdel(STREAM, *(entry_id for entry_id, _ in entries))
         written += len(rows)
         if len(entries) < BATCH:
