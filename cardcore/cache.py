@@ -30,9 +30,9 @@ from urllib.parse import unquote
 
 import hiredis
 import redis.asyncio as redis
+from redis._parsers.base import BaseParser
 from redis.asyncio.sentinel import SentinelManagedConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis._parsers.base import BaseParser
 from redis.exceptions import InvalidResponse, NoScriptError
 
 T = TypeVar("T")
@@ -187,7 +187,12 @@ class _ScriptChannel:
         if not self._outgoing:
             return
         transport = self._transport
-        if transport is None or transport.is_closing():
+        if transport is not None and transport.is_closing():
+            # Closed, and connection_lost not delivered yet: settle the calls in flight on
+            # it now, so that none of them can take an answer from the next connection.
+            self._lost(self._replies, None)
+            return  # _lost flushes again
+        if transport is None:
             if self._opening is None:
                 self._opening = asyncio.get_running_loop().create_task(self._open())
             return  # _open flushes once connected
@@ -252,7 +257,8 @@ class _ScriptChannel:
                 future.set_exception(error)
         connection, self._connection, self._transport, self._replies = self._connection, None, None, None
         loop = asyncio.get_running_loop()
-        loop.create_task(self._give_back(connection))
+        if connection is not None:
+            loop.create_task(self._give_back(connection))
         if self._outgoing:  # calls made since the last write go out on a fresh connection
             loop.call_soon(self._flush)
 
@@ -278,6 +284,8 @@ class _Replies(asyncio.Protocol):
         self._reader = hiredis.Reader(protocolError=InvalidResponse, replyError=BaseParser.parse_error)
 
     def data_received(self, data: bytes) -> None:
+        if self._channel._replies is not self:
+            return  # a connection the channel has given up: its answers went with it
         reader, answer = self._reader, self._channel._answer
         reader.feed(data)
         while (reply := reader.gets()) is not False:

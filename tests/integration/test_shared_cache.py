@@ -108,6 +108,18 @@ async def test_a_lost_connection_fails_or_answers_every_call_and_the_channel_rec
     assert counted == int(await rt.redis.get("test-script-reconnect"))
 
 
+async def test_calls_queued_as_the_connection_closes_go_out_on_the_next_one(rt):
+    if not cache.pipelines_scripts(rt.redis):
+        pytest.skip("the in-process cache has no connection to close")
+    script = cache.LuaScript("return redis.call('INCR', KEYS[1])")
+    await rt.redis.delete("test-script-closing")
+    assert await script(rt.redis, ["test-script-closing"], []) == 1
+    calls = [asyncio.ensure_future(script(rt.redis, ["test-script-closing"], [])) for _ in range(3)]
+    await asyncio.sleep(0)  # the three are queued for this turn's write
+    cache._channels[rt.redis]._transport.close()  # closes before that write; connection_lost comes after it
+    assert sorted(await asyncio.wait_for(asyncio.gather(*calls), timeout=10)) == [2, 3, 4]
+
+
 async def test_closing_a_client_with_a_script_channel_does_not_wait_forever(rt):
     if not cache.pipelines_scripts(rt.redis):
         pytest.skip("the in-process cache has no connection to close")
