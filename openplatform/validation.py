@@ -8,7 +8,6 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sanic import Request
-from sanic_ext import openapi
 from sanic_ext.extensions.openapi.builders import OperationStore
 
 from cardcore.errors import BadRequest, ValidationFailed
@@ -115,6 +114,10 @@ def json_body(model: type[BaseModel]):
         async def wrapper(request: Request, *args, **kwargs):
             return await handler(request, *args, body=parse_json(request, model), **kwargs)
 
-        return openapi.body({"application/json": openapi_schema(model)}, required=True)(keep_openapi(wrapper, handler))
+        # Described in sanic-ext's store directly: its openapi.body decorator would also wrap
+        # the handler in a layer of its own that runs on every request.
+        keep_openapi(wrapper, handler)
+        OperationStore()[wrapper].body({"application/json": openapi_schema(model)}, required=True)
+        return wrapper
 
     return decorator
