@@ -156,6 +156,13 @@ def _went_through() -> dict:
     return {"queryId": now.strftime("%m%d%H%M%S") + digits(11), "paidTime": now.strftime(TIME)}
 
 
+def _trace(record: dict) -> dict:
+    """How answers and notifications name a transaction that went through: its queryId and
+    the traceTime/traceNo it carries."""
+    query_id = record["queryId"]
+    return {"queryId": query_id, "traceNo": query_id[-6:], "traceTime": query_id[:10]}
+
+
 def _paid(order: dict) -> dict:
     order.update(status="paid", **_went_through())
     order["trade_no"] = order["queryId"]
@@ -196,9 +203,7 @@ async def _notification(request: Request, record: dict, account, notify_url: str
                 "currencyCode": "156",
                 "txnAmt": record["amount_fen"] + faults.get("wrong_notify_amount", 0),
                 "txnTime": record.get("txnTime", ""),  # as the merchant sent it; traceTime is when it went through
-                "queryId": record["queryId"],
-                "traceNo": record["queryId"][-6:],
-                "traceTime": record["queryId"][:10],
+                **_trace(record),
                 "settleDate": _now()[4:8],
                 "settleAmt": record["amount_fen"],
                 "settleCurrencyCode": "156",
@@ -389,10 +394,7 @@ async def _query(request: Request, fields: dict, account) -> dict:
         "txnAmt": str(order["amount_fen"]),
     }
     if order["status"] == "paid":
-        answer.update(
-            queryId=order["queryId"], traceTime=order["queryId"][:10], traceNo=order["queryId"][-6:],
-            settleAmt=str(order["amount_fen"]),
-        )
+        answer.update(_trace(order), settleAmt=str(order["amount_fen"]))
     return answer
 
 
