@@ -10,7 +10,7 @@ import asyncio
 import logging
 import secrets
 
-import httpx
+import aiohttp
 
 from cardcore.runtime import Runtime
 from cashier import notifier, sweeper
@@ -19,7 +19,7 @@ log = logging.getLogger("ehc.cashier.worker")
 
 
 class Worker:
-    def __init__(self, rt: Runtime, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, rt: Runtime, http: aiohttp.ClientSession | None = None) -> None:
         self.rt = rt
         self.owner = secrets.token_hex(8)
         self._http = http
@@ -29,15 +29,13 @@ class Worker:
     async def run(self) -> None:
         settings = self.rt.settings
         if self._http is None:
-            # Keep a connection per concurrent delivery: the default keeps 20 and reconnects the rest.
-            limits = httpx.Limits(max_keepalive_connections=notifier.CONCURRENT_DELIVERIES)
-            self._http = httpx.AsyncClient(timeout=settings.provider_timeout_s, limits=limits)
+            self._http = notifier.delivery_session(settings.provider_timeout_s)
         log.info("cashier worker started", extra={"worker": self.owner})
         try:
             await asyncio.gather(self._deliver_forever(), self._sweep_forever())
         finally:
             if self._owned_http:
-                await self._http.aclose()
+                await self._http.close()
 
     def stop(self) -> None:
         self._stopping.set()

@@ -7,7 +7,7 @@ the real SDKs) talk to them unchanged. They keep their state in the shared cache
 
 from __future__ import annotations
 
-import httpx
+import aiohttp
 from sanic import Blueprint, Request, Sanic
 from sanic.response import json
 
@@ -37,20 +37,20 @@ def mock_blueprints() -> list[Blueprint]:
             insurance.bp]
 
 
-def outbound_http(request: Request) -> httpx.AsyncClient:
-    """The client mocks use to call the platform (channel callbacks); tests route it in process."""
+def outbound_http(request: Request) -> aiohttp.ClientSession:
+    """The client mocks use to call the platform (channel callbacks)."""
     return request.app.ctx.mock_http
 
 
 @index.before_server_start
 async def open_outbound_http(app: Sanic) -> None:
-    # Callbacks go out concurrently; keep their connections rather than the default 20.
-    app.ctx.mock_http = httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_keepalive_connections=100))
+    # Callbacks go out concurrently, each on a connection kept open (aiohttp's pool: up to 100).
+    app.ctx.mock_http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10), cookie_jar=aiohttp.DummyCookieJar())
 
 
 @index.after_server_stop
 async def close_outbound_http(app: Sanic) -> None:
-    await app.ctx.mock_http.aclose()
+    await app.ctx.mock_http.close()
 
 
 @index.get("/")

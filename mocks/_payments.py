@@ -40,8 +40,9 @@ from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import NamedTuple
 
-import httpx
+import aiohttp
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json, redirect
 
@@ -73,7 +74,14 @@ FAULT_TYPES = {
 # Payment codes (付款码) by channel: prefix and total length (cashier.channels.PAYMENT_CODE_FORMATS).
 _CODE_SHAPES = {"wechat": ("13", 18), "alipay": ("28", 18), "unionpay": ("62", 19), "insurance": ("91", 20)}
 
-Acknowledged = Callable[[httpx.Response], bool]
+class Reply(NamedTuple):
+    """What the platform answered a notification: all a channel's ``acknowledged`` looks at."""
+
+    status_code: int
+    text: str
+
+
+Acknowledged = Callable[[Reply], bool]
 
 
 @dataclass(frozen=True)
@@ -342,7 +350,7 @@ class ChannelMock:
         app.add_task(send_then_release())
 
     async def _release_held(
-        self, redis, http: httpx.AsyncClient, held_key: str, faults: dict, after_s: float
+        self, redis, http: aiohttp.ClientSession, held_key: str, faults: dict, after_s: float
     ):
         await asyncio.sleep(after_s)
         while (raw := await redis.lpop(held_key)) is not None:
@@ -352,7 +360,7 @@ class ChannelMock:
             )
             await self._send(http, notification, faults)
 
-    async def _send(self, http: httpx.AsyncClient, notification: Notification, faults: dict) -> None:
+    async def _send(self, http: aiohttp.ClientSession, notification: Notification, faults: dict) -> None:
         """Deliver (N copies at once); returns when each copy had its first attempt."""
         if faults.get("notify_delay_ms"):
             await asyncio.sleep(faults["notify_delay_ms"] / 1000)
@@ -365,17 +373,18 @@ class ChannelMock:
             await done.wait()
 
     async def _deliver(
-        self, http: httpx.AsyncClient, notification: Notification, retries, done: asyncio.Event
+        self, http: aiohttp.ClientSession, notification: Notification, retries, done: asyncio.Event
     ):
         try:
             for delay in (0, *retries):
                 await asyncio.sleep(delay)
                 try:
                     headers = {**notification.headers, "Content-Type": notification.content_type}
-                    reply = await http.post(notification.url, content=notification.body, headers=headers)
+                    async with http.post(notification.url, data=notification.body, headers=headers) as response:
+                        reply = Reply(response.status, await response.text())
                     if self.acknowledged(reply):
                         return
-                except httpx.HTTPError:
+                except (aiohttp.ClientError, asyncio.TimeoutError):
                     pass
                 finally:
                     done.set()

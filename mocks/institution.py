@@ -1,12 +1,13 @@
 """Mock institution (the hospital's HIS): a notify_url that records what it receives.
 
 - ``POST /_mock/institution/notify[?out_trade_no=…]``: records ``{headers, body (the JSON
-  object, or null), raw_body (the exact text), received_at, status, answered_success}``
+  object, or null), raw_body (the exact text), target (path and query as they arrived),
+  received_at, status, answered_success}``
   under the ``out_trade_no`` of the query, or else of the JSON body, the form or the XML
   (channel notifications can be recorded too), and answers 200 ``SUCCESS``.
-- ``POST /_mock/institution/behaviour {fail_next: N, status: 500, body: "FAIL", delay_ms}``:
-  the next N notifications are answered ``status`` / ``body`` instead; ``delay_ms`` delays
-  every answer. ``DELETE`` the same path to reset. Refused attempts are recorded too.
+- ``POST /_mock/institution/behaviour {fail_next: N, status: 500, body: "FAIL", location, delay_ms}``:
+  the next N notifications are answered ``status`` / ``body`` instead (with a ``Location``
+  header when ``location`` is given, e.g. for a 302); ``delay_ms`` delays every answer. ``DELETE`` the same path to reset. Refused attempts are recorded too.
 - ``GET /_mock/institution/notifications?out_trade_no=`` -> ``{items: [...]}`` in arrival order.
 """
 
@@ -69,6 +70,7 @@ async def notify(request: Request):
         "headers": {k.lower(): v for k, v in request.headers.items()},
         "body": body,
         "raw_body": text,
+        "target": request.raw_url.decode("latin-1"),
         "received_at": now_iso(),
         "status": status,
         "answered_success": not fail,
@@ -76,7 +78,8 @@ async def notify(request: Request):
     key = _KEY_ITEMS.format(_out_trade_no(request, text, body))
     await redis.rpush(key, dumps(record))
     await redis.expire(key, _TTL_S)
-    return HTTPResponse(answer.encode(), status=status, content_type="text/plain; charset=utf-8")
+    headers = {"Location": behaviour["location"]} if fail and behaviour.get("location") else None
+    return HTTPResponse(answer.encode(), status=status, headers=headers, content_type="text/plain; charset=utf-8")
 
 
 @bp.route("/behaviour", methods=["POST", "DELETE"])
@@ -92,6 +95,8 @@ async def behaviour(request: Request):
             "body": str(body.get("body", "FAIL")),
             "delay_ms": int(body.get("delay_ms", 0)),
         }
+        if body.get("location"):
+            settings["location"] = str(body["location"])
         fail_next = int(body.get("fail_next", 0))
     except (TypeError, ValueError):
         return json(

@@ -90,14 +90,12 @@ async def app(settings):
     await server.start_serving()
     # The test client reaches the same app in process (ASGI); Sanic allows that once marked.
     application.asgi = True
-    # The platform reaches the mocked outside services over HTTP; here that HTTP is routed
-    # into the same app in process, since no TCP server runs (the SDK-based WeChat and
-    # Alipay clients need one: tests/e2e).
+    # The platform reaches the mocked identity providers over HTTP; here that HTTP is routed
+    # into the same app in process. The mock channels' callbacks to the platform go over TCP
+    # to the port served above, as the payment SDKs' requests do.
     await application.ctx.providers.aclose()
     loopback = httpx.AsyncClient(transport=httpx.ASGITransport(app=application, client=("127.0.0.1", 40001)))
     application.ctx.providers = Providers.from_settings(settings, http=loopback)
-    await application.ctx.mock_http.aclose()
-    application.ctx.mock_http = loopback
     yield application
     await loopback.aclose()
     await server.before_stop()

@@ -35,6 +35,15 @@ def test_scanner_reads_every_preset_back_exactly():
     assert result["passed"] is True
 
 
+def test_outbound_http_bench_measures_every_client_at_every_concurrency():
+    result = run_bench("outbound_http.py")
+    rows = result["figures"]["rows"]
+    assert [row["concurrent_senders"] for row in rows] == [1, 8, 32]
+    for row in rows:
+        figures = [value for name, value in row.items() if name.endswith("us_cpu_per_request")]
+        assert len(figures) == 3 and all(value > 0 for value in figures), row
+
+
 needs_postgres_and_redis = pytest.mark.skipif(
     not (TEST_DATABASE_URL and TEST_REDIS_URL),
     reason="the HTTP benchmarks run on PostgreSQL + Redis: set EHC_TEST_DATABASE_URL and EHC_TEST_REDIS_URL",

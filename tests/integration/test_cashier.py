@@ -59,8 +59,9 @@ async def hospital(rt, institution, platform_channels):
 
 @pytest.fixture
 async def delivery():
-    async with httpx.AsyncClient(timeout=10) as client:
-        yield client
+    session = notifier.delivery_session(10)
+    yield session
+    await session.close()
 
 
 async def order_status(order_no: str) -> str:
@@ -313,6 +314,33 @@ async def test_notification_is_retried_on_schedule_until_the_institution_answers
     assert log == ["refused", "refused", "delivered"]
     answered = [i["answered_success"] for i in await received(http, order["out_trade_no"])]
     assert answered == [False, False, True]
+
+
+@pytest.mark.usefixtures("quiet_outbox")
+async def test_notification_goes_to_its_url_exactly_as_signed_and_a_redirect_is_an_answer(http, rt, hospital, settings, delivery):
+    out_trade_no = "HIS" + secrets.token_hex(8)
+    target = f"/_mock/institution/notify?out_trade_no={out_trade_no}&campus=%E4%B8%9C%E9%99%A2%2F2"
+    await http.post(
+        "/_mock/institution/behaviour",
+        json={"fail_next": 1, "status": 302, "body": "moved", "location": f"{settings.base_url}/_mock/institution/notify"},
+    )
+    order = await new_order(hospital, settings, out_trade_no=out_trade_no, notify_url=settings.base_url + target)
+    await pay_through(http, order, "wechat_h5")
+    await confirm(http, "wechat", order["order_no"])
+    await eventually(lambda: paid(order["order_no"]))
+    await notifier.deliver_due(rt, delivery)
+    row = await Notification.get(order_no=order["order_no"])
+    # Not followed: the 302 is what the attempt records (a followed redirect would show the
+    # mock's answer to a GET, 405, and a second arrival).
+    assert [(a.outcome, a.http_status, a.detail) for a in await notifier.attempts_of(row.id)] == [("refused", 302, "moved")]
+    assert len(await received(http, out_trade_no)) == 1
+    await Notification.filter(id=row.id).update(next_attempt_at=utcnow())
+    await notifier.deliver_due(rt, delivery)
+    assert (await Notification.get(id=row.id)).status is NotificationStatus.delivered
+    arrived = (await received(http, out_trade_no))[-1]
+    assert arrived["target"] == target
+    parts = signing.read_signed_parts(httpx.Headers(arrived["headers"]))
+    assert signing.signature_matches(hospital.secret, "POST", target, parts, arrived["raw_body"].encode())
 
 
 @pytest.mark.usefixtures("quiet_outbox")

@@ -1,0 +1,187 @@
+"""Outbound HTTP: CPU per hospital notification POST, aiohttp (what the notifier and the mock
+channels' callbacks use) vs httpx (what they used before), in the same run.
+
+    .venv/bin/python bench/outbound_http.py            # full run, the figures of BENCHMARKS.md
+    .venv/bin/python bench/outbound_http.py --quick    # CI: proves the benchmark still works
+
+Prints one JSON object on stdout; progress goes to stderr.
+
+One process, one event loop (uvloop, as the server's workers run): a minimal HTTP/1.1
+receiver on loopback answers every POST with ``SUCCESS``, as a hospital does; each client
+POSTs a signed ``order.paid`` body with the notifier's headers, reading the answer, from
+1, 8 and 32 concurrent senders (the notifier runs up to 32 deliveries at once). The
+figure is process CPU time per request, client and receiver together; the receiver's
+share is the same for every client, and the floor line (the same exchange written
+directly on asyncio streams) shows how small it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import aiohttp
+import httpx
+import uvloop
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.harness import BenchFailure, machine_info, note  # noqa: E402
+from cardcore import signing  # noqa: E402
+from cashier import notifier  # noqa: E402
+
+ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 7\r\n\r\nSUCCESS"
+PATH = "/his/notify"
+CONCURRENCY = (1, 8, 32)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    requests: int  # per client and concurrency
+    warmup: int
+
+
+FULL = Sizes(requests=6400, warmup=320)
+QUICK = Sizes(requests=320, warmup=32)
+
+
+class Hospital(asyncio.Protocol):
+    """Answers each complete request (head, then Content-Length bytes) with SUCCESS."""
+
+    def connection_made(self, transport) -> None:
+        self.transport, self.buffer = transport, b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+            head = self.buffer[:end].lower()
+            start = head.find(b"content-length:")
+            length = int(head[start + 15 :].split(b"\r\n", 1)[0]) if start >= 0 else 0
+            if len(self.buffer) < end + 4 + length:
+                return
+            self.buffer = self.buffer[end + 4 + length :]
+            self.transport.write(ANSWER)
+
+
+def notification() -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(
+        {"notification_id": "1", "event": "order.paid", "order_no": "P" + "1" * 27, "out_trade_no": "HIS0001",
+         "amount_fen": 12345, "status": "paid", "channel": "wechat", "paid_fen": 12345},
+        separators=(",", ":"),
+    ).encode()  # fmt: skip
+    headers = signing.signed_headers(signing.PLATFORM_CLIENT_ID, "sec_" + "x" * 40, "POST", PATH, body)
+    headers["Content-Type"] = "application/json; charset=utf-8"
+    return body, headers
+
+
+async def with_aiohttp(url: str, senders: int, count: int) -> float:
+    body, headers = notification()
+    session = notifier.delivery_session(10)
+    try:
+
+        async def sender(n: int) -> None:
+            for _ in range(n):
+                async with session.post(url, data=body, headers=headers, allow_redirects=False) as reply:
+                    if reply.status != 200 or (await reply.read()) != b"SUCCESS":
+                        raise BenchFailure(f"aiohttp: unexpected answer {reply.status}")
+
+        return await timed(sender, senders, count)
+    finally:
+        await session.close()
+
+
+async def with_httpx(url: str, senders: int, count: int) -> float:
+    body, headers = notification()
+    limits = httpx.Limits(max_keepalive_connections=notifier.CONCURRENT_DELIVERIES)
+    async with httpx.AsyncClient(timeout=10, limits=limits) as client:
+
+        async def sender(n: int) -> None:
+            for _ in range(n):
+                reply = await client.post(url, content=body, headers=headers)
+                if reply.status_code != 200 or reply.text != "SUCCESS":
+                    raise BenchFailure(f"httpx: unexpected answer {reply.status_code}")
+
+        return await timed(sender, senders, count)
+
+
+async def with_streams(url: str, senders: int, count: int) -> float:
+    """The floor: the same bytes over asyncio streams, no HTTP library."""
+    body, headers = notification()
+    host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    request = f"POST {PATH} HTTP/1.1\r\nHost: {host}:{port}\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+    async def sender(n: int) -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            for _ in range(n):
+                writer.write(request)
+                await reader.readuntil(b"\r\n\r\n")
+                if await reader.readexactly(7) != b"SUCCESS":
+                    raise BenchFailure("streams: unexpected answer")
+        finally:
+            writer.close()
+
+    return await timed(sender, senders, count)
+
+
+async def timed(sender, senders: int, count: int) -> float:
+    """Microseconds of process CPU per request, after one warm-up pass of each sender."""
+    await asyncio.gather(*(sender(2) for _ in range(senders)))
+    started = time.process_time()
+    await asyncio.gather(*(sender(count // senders) for _ in range(senders)))
+    return (time.process_time() - started) * 1e6 / (count // senders * senders)
+
+
+CLIENTS = {"aiohttp": with_aiohttp, "httpx": with_httpx, "asyncio streams (floor)": with_streams}
+
+
+async def run(sizes: Sizes) -> dict:
+    server = await asyncio.get_running_loop().create_server(Hospital, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}{PATH}"
+    rows = []
+    try:
+        for senders in CONCURRENCY:
+            row: dict = {"concurrent_senders": senders}
+            for name, client in CLIENTS.items():
+                note(f"{name}, {senders} at once")
+                await client(url, senders, sizes.warmup)
+                row[f"{name} us_cpu_per_request"] = round(await client(url, senders, sizes.requests), 1)
+            row["httpx_over_aiohttp"] = round(row["httpx us_cpu_per_request"] / row["aiohttp us_cpu_per_request"], 2)
+            rows.append(row)
+    finally:
+        server.close()
+        await server.wait_closed()
+    return {"requests_per_figure": sizes.requests, "rows": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Outbound HTTP client CPU per notification (prints JSON).")
+    parser.add_argument("--quick", action="store_true", help="small sizes: proves the benchmark works")
+    args = parser.parse_args(argv)
+    report: dict = {
+        "benchmark": "bench/outbound_http.py",
+        "mode": "quick" if args.quick else "full",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "versions": {"aiohttp": aiohttp.__version__, "httpx": httpx.__version__, "uvloop": uvloop.__version__},
+    }
+    try:
+        report["figures"] = uvloop.run(run(QUICK if args.quick else FULL))
+    except BenchFailure as exc:
+        print(f"bench/outbound_http.py FAILED: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, ensure_ascii=False, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
