@@ -76,21 +76,28 @@ async def enqueue(conn, order: Order, event: str, refund: Refund | None = None) 
     """Add a notification inside the caller's transaction ``conn`` (none for orders without notify_url)."""
     if not order.notify_url:
         return None
-    notification = await Notification.create(
+    return await Notification.create(
         using_db=conn,
         institution_id=order.institution_id,
         order_no=order.order_no,
         out_trade_no=order.out_trade_no,
         event=event,
         url=order.notify_url,
-        body="",
+        body=json.dumps(notification_body(order, event, refund), ensure_ascii=False, separators=(",", ":")),
         next_attempt_at=utcnow(),
     )
-    # The id goes into the body, so the institution can recognise a repeated delivery.
-    body = {"notification_id": str(notification.id), **notification_body(order, event, refund)}
-    notification.body = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-    await notification.save(using_db=conn, update_fields=["body"])
-    return notification
+
+
+def sent_body(notification: Notification) -> str:
+    """The JSON the institution receives: the stored event with the notification's id first,
+    so that it can recognise a repeated delivery. The id exists only once the row does, so it
+    is added here rather than stored (rows written before carry it already)."""
+    if notification.body.startswith(_ID_FIELD):
+        return notification.body
+    return f'{_ID_FIELD}"{notification.id}",{notification.body[1:]}'
+
+
+_ID_FIELD = '{"notification_id":'
 
 
 def wake() -> None:
@@ -151,7 +158,7 @@ async def _post(rt: Runtime, http: aiohttp.ClientSession, notification: Notifica
     secret = await _secret_of(rt, notification.institution_id)
     if secret is None:
         return None, "error", "institution unknown"
-    body = notification.body.encode()
+    body = sent_body(notification).encode()
     headers = signing.signed_headers(
         signing.PLATFORM_CLIENT_ID, secret, "POST", _path_with_query(notification.url), body
     )
@@ -289,7 +296,7 @@ def notification_view(notification: Notification, attempts: list[NotificationAtt
         "last_error": notification.last_error,
         "created_at": iso(notification.created_at),
         "delivered_at": iso(notification.delivered_at),
-        "body": json.loads(notification.body) if notification.body else None,
+        "body": json.loads(sent_body(notification)),
     }
     if attempts is not None:
         view["attempt_log"] = [

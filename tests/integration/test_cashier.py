@@ -166,6 +166,8 @@ async def test_full_pay_flow_per_channel(http, rt, hospital, settings, delivery,
     assert [i["body"]["event"] for i in items] == ["order.paid"]
     notice = items[0]
     assert notice["body"]["order_no"] == order["order_no"] and notice["body"]["amount_fen"] == 12_345
+    row = await Notification.get(order_no=order["order_no"])
+    assert notice["raw_body"].startswith(f'{{"notification_id":"{row.id}","event":"order.paid",')
     # Signed by the platform with the institution's own secret, as API.md says.
     headers = httpx.Headers(notice["headers"])
     assert headers["X-EHC-Client"] == "platform"
@@ -190,6 +192,22 @@ async def test_wechat_jsapi_asks_for_the_payers_openid_once(http, hospital, sett
     assert second["action"] == "jsapi"
     params = second.get("params", second)
     assert params["package"].startswith("prepay_id=") and params["paySign"]
+
+
+async def test_an_admins_change_to_a_channel_account_holds_from_the_next_payment(http, admin, hospital, settings):
+    wechat = mock_merchant_configs(settings)["wechat"]
+    path = f"/admin/v1/institutions/{hospital.client_id}/channels/wechat"
+    body = {"app_id": wechat.app_id, "merchant_id": wechat.merchant_id, "gateway": wechat.gateway, "secrets": wechat.secrets}
+    first = await new_order(hospital, settings)
+    await pay_through(http, first, "wechat_h5")  # the account is now cached, here and in the shared cache
+    closed = await admin.request("PUT", path, {**body, "enabled": False})
+    assert closed.status_code == 200 and closed.json()["enabled"] is False
+    second = await new_order(hospital, settings)
+    refused = await http.post(f"/cashier/{second['order_no']}/pay", json={"channel": "wechat_h5"})
+    assert_refused(refused, 409, "CHANNEL_NOT_AVAILABLE")
+    reopened = await admin.request("PUT", path, {**body, "enabled": True})
+    assert reopened.status_code == 200 and reopened.json()["enabled"] is True
+    assert (await pay_through(http, second, "wechat_h5"))["action"] == "redirect"
 
 
 async def test_paid_or_expired_orders_cannot_be_paid(http, hospital, settings):
@@ -360,6 +378,7 @@ async def test_failed_notifications_are_listed_and_resent_by_admins(http, rt, ad
     assert [n["id"] for n in listed] == [str(row.id)]
     detail = (await admin.get(f"/admin/v1/notifications/{row.id}")).json()
     assert len(detail["attempt_log"]) == 16
+    assert detail["body"]["notification_id"] == str(row.id) and detail["body"]["event"] == "order.paid"
     await http.delete("/_mock/institution/behaviour")
     resent = await admin.post(f"/admin/v1/notifications/{row.id}/resend")
     assert resent.status_code == 200 and resent.json()["status"] == "pending"
