@@ -1,5 +1,6 @@
-"""Outbound HTTP: CPU per hospital notification POST, aiohttp (what the notifier and the mock
-channels' callbacks use) vs httpx (what they used before), in the same run.
+"""Outbound HTTP: CPU per hospital notification POST through ``cardcore.outbound`` (aiohttp:
+what the notifier, the channel gateways' calls and the mock channels' callbacks use) vs httpx
+(what they used before), in the same run.
 
     .venv/bin/python bench/outbound_http.py            # full run, the figures of BENCHMARKS.md
     .venv/bin/python bench/outbound_http.py --quick    # CI: proves the benchmark still works
@@ -9,7 +10,8 @@ Prints one JSON object on stdout; progress goes to stderr.
 One process, one event loop (uvloop, as the server's workers run): a minimal HTTP/1.1
 receiver on loopback answers every POST with ``SUCCESS``, as a hospital does; each client
 POSTs a signed ``order.paid`` body with the notifier's headers, reading the answer, from
-1, 8 and 32 concurrent senders (the notifier runs up to 32 deliveries at once). The
+1, 8 and 32 concurrent senders (the notifier runs up to 32 deliveries at once), and once
+with an httpx client made for each call, as the UnionPay and insurance channels did. The
 figure is process CPU time per request, client and receiver together; the receiver's
 share is the same for every client, and the floor line (the same exchange written
 directly on asyncio streams) shows how small it is.
@@ -35,7 +37,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.harness import BenchFailure, machine_info, note  # noqa: E402
-from cardcore import signing  # noqa: E402
+from cardcore import outbound, signing  # noqa: E402
 from cashier import notifier  # noqa: E402
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 7\r\n\r\nSUCCESS"
@@ -47,10 +49,11 @@ CONCURRENCY = (1, 8, 32)
 class Sizes:
     requests: int  # per client and concurrency
     warmup: int
+    per_call: int  # requests with a client made for each
 
 
-FULL = Sizes(requests=6400, warmup=320)
-QUICK = Sizes(requests=320, warmup=32)
+FULL = Sizes(requests=6400, warmup=320, per_call=100)
+QUICK = Sizes(requests=320, warmup=32, per_call=10)
 
 
 class Hospital(asyncio.Protocol):
@@ -89,9 +92,9 @@ async def with_aiohttp(url: str, senders: int, count: int) -> float:
 
         async def sender(n: int) -> None:
             for _ in range(n):
-                async with session.post(url, data=body, headers=headers, allow_redirects=False) as reply:
-                    if reply.status != 200 or (await reply.read()) != b"SUCCESS":
-                        raise BenchFailure(f"aiohttp: unexpected answer {reply.status}")
+                reply = await outbound.fetch(session, "POST", url, data=body, headers=headers, read_limit=4096)
+                if reply.status_code != 200 or reply.content != b"SUCCESS":
+                    raise BenchFailure(f"aiohttp: unexpected answer {reply.status_code}")
 
         return await timed(sender, senders, count)
     finally:
@@ -110,6 +113,20 @@ async def with_httpx(url: str, senders: int, count: int) -> float:
                     raise BenchFailure(f"httpx: unexpected answer {reply.status_code}")
 
         return await timed(sender, senders, count)
+
+
+async def with_httpx_client_per_call(url: str, senders: int, count: int) -> float:
+    """How the UnionPay and insurance channels called their gateways before: a client per call."""
+    body, headers = notification()
+
+    async def sender(n: int) -> None:
+        for _ in range(n):
+            async with httpx.AsyncClient(timeout=10) as client:
+                reply = await client.post(url, content=body, headers=headers)
+            if reply.status_code != 200:
+                raise BenchFailure(f"httpx: unexpected answer {reply.status_code}")
+
+    return await timed(sender, senders, count)
 
 
 async def with_streams(url: str, senders: int, count: int) -> float:
@@ -141,7 +158,7 @@ async def timed(sender, senders: int, count: int) -> float:
     return (time.process_time() - started) * 1e6 / (count // senders * senders)
 
 
-CLIENTS = {"aiohttp": with_aiohttp, "httpx": with_httpx, "asyncio streams (floor)": with_streams}
+CLIENTS = {"aiohttp (cardcore.outbound)": with_aiohttp, "httpx": with_httpx, "asyncio streams (floor)": with_streams}
 
 
 async def run(sizes: Sizes) -> dict:
@@ -155,12 +172,14 @@ async def run(sizes: Sizes) -> dict:
                 note(f"{name}, {senders} at once")
                 await client(url, senders, sizes.warmup)
                 row[f"{name} us_cpu_per_request"] = round(await client(url, senders, sizes.requests), 1)
-            row["httpx_over_aiohttp"] = round(row["httpx us_cpu_per_request"] / row["aiohttp us_cpu_per_request"], 2)
+            row["httpx_over_aiohttp"] = round(row["httpx us_cpu_per_request"] / row["aiohttp (cardcore.outbound) us_cpu_per_request"], 2)
             rows.append(row)
+        note("httpx, a client made for each call")
+        per_call = round(await with_httpx_client_per_call(url, 1, sizes.per_call), 1)
     finally:
         server.close()
         await server.wait_closed()
-    return {"requests_per_figure": sizes.requests, "rows": rows}
+    return {"requests_per_figure": sizes.requests, "rows": rows, "httpx_client_per_call_us_cpu": per_call}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,10 +22,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from tortoise.expressions import Q
-from yarl import URL
 from tortoise.transactions import in_transaction
 
-from cardcore import access, signing
+from cardcore import access, outbound, signing
 from cardcore.clock import iso, utcnow
 from cardcore.runtime import Runtime
 from cardcore.paging import newest_first
@@ -138,14 +137,8 @@ async def _secret_of(rt: Runtime, institution_id: str) -> str | None:
 
 
 def delivery_session(timeout_s: float) -> aiohttp.ClientSession:
-    """The HTTP client notifications go out through (aiohttp: bench/outbound_http.py measured
-    it at a fifth to a fifteenth of httpx's CPU per request). It keeps a connection open per
-    concurrent delivery and no cookies; an institution's endpoint is not a browser session."""
-    return aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=timeout_s),
-        connector=aiohttp.TCPConnector(limit=CONCURRENT_DELIVERIES),
-        cookie_jar=aiohttp.DummyCookieJar(),
-    )
+    """The HTTP session a worker delivers through: a connection kept per concurrent delivery."""
+    return outbound.new_session(timeout_s, connections=CONCURRENT_DELIVERIES)
 
 
 def _path_with_query(url: str) -> str:
@@ -164,25 +157,13 @@ async def _post(rt: Runtime, http: aiohttp.ClientSession, notification: Notifica
     )
     headers["Content-Type"] = "application/json; charset=utf-8"
     try:
-        # encoded=True: the path and query go out exactly as signed; a redirect is an answer, not followed.
-        async with http.post(URL(notification.url, encoded=True), data=body, headers=headers, allow_redirects=False) as reply:
-            status, answer = reply.status, await _answer_of(reply)
-    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        reply = await outbound.fetch(http, "POST", notification.url, data=body, headers=headers, read_limit=ANSWER_READ_LIMIT)
+    except outbound.FAILURES as exc:
         return None, "error", f"{type(exc).__name__}: {exc}"[:255]
-    if status == 200 and answer == ACCEPTED_ANSWER:
-        return status, "delivered", ""
-    return status, "refused", answer[:255]
-
-
-async def _answer_of(reply: aiohttp.ClientResponse) -> str:
-    """The answer's text, at most ANSWER_READ_LIMIT bytes of it (an endless body is not waited for)."""
-    data = b""
-    while len(data) < ANSWER_READ_LIMIT:
-        chunk = await reply.content.read(ANSWER_READ_LIMIT - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data.decode("utf-8", "replace").strip()
+    answer = reply.text.strip()
+    if reply.status_code == 200 and answer == ACCEPTED_ANSWER:
+        return reply.status_code, "delivered", ""
+    return reply.status_code, "refused", answer[:255]
 
 
 async def _deliver_one(rt: Runtime, http: aiohttp.ClientSession, notification: Notification, owner: str) -> bool:

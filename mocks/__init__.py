@@ -11,6 +11,8 @@ import aiohttp
 from sanic import Blueprint, Request, Sanic
 from sanic.response import json
 
+from cardcore import outbound
+
 MOCK_PREFIX = "/_mock"
 
 index = Blueprint("mock_index", url_prefix=MOCK_PREFIX)
@@ -44,8 +46,8 @@ def outbound_http(request: Request) -> aiohttp.ClientSession:
 
 @index.before_server_start
 async def open_outbound_http(app: Sanic) -> None:
-    # Callbacks go out concurrently, each on a connection kept open (aiohttp's pool: up to 100).
-    app.ctx.mock_http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10), cookie_jar=aiohttp.DummyCookieJar())
+    # Callbacks go out concurrently, each on a connection kept open (up to 100).
+    app.ctx.mock_http = outbound.new_session(10)
 
 
 @index.after_server_stop

@@ -40,12 +40,12 @@ from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import NamedTuple
 
 import aiohttp
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json, redirect
 
+from cardcore import outbound
 from cashier.channels.dev import mock_merchant_configs
 from mocks import outbound_http
 from mocks._common import body_of, cache, dumps, is_form, loads, settings_of
@@ -74,14 +74,7 @@ FAULT_TYPES = {
 # Payment codes (付款码) by channel: prefix and total length (cashier.channels.PAYMENT_CODE_FORMATS).
 _CODE_SHAPES = {"wechat": ("13", 18), "alipay": ("28", 18), "unionpay": ("62", 19), "insurance": ("91", 20)}
 
-class Reply(NamedTuple):
-    """What the platform answered a notification: all a channel's ``acknowledged`` looks at."""
-
-    status_code: int
-    text: str
-
-
-Acknowledged = Callable[[Reply], bool]
+Acknowledged = Callable[[outbound.Reply], bool]
 
 
 @dataclass(frozen=True)
@@ -380,11 +373,10 @@ class ChannelMock:
                 await asyncio.sleep(delay)
                 try:
                     headers = {**notification.headers, "Content-Type": notification.content_type}
-                    async with http.post(notification.url, data=notification.body, headers=headers) as response:
-                        reply = Reply(response.status, await response.text())
+                    reply = await outbound.fetch(http, "POST", notification.url, data=notification.body, headers=headers)
                     if self.acknowledged(reply):
                         return
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except outbound.FAILURES:
                     pass
                 finally:
                     done.set()

@@ -11,6 +11,7 @@ from sanic import Sanic
 from sanic_ext import Extend
 from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 
+from cardcore import outbound
 from cardcore.codeevents import EventFlusher
 from cardcore.db import CORE_APPS
 from cardcore.keyvault import KeyVault, KeyVaultError
@@ -122,6 +123,7 @@ def create_app(settings: Settings | None = None, name: str = APP_NAME) -> Sanic:
         rt = getattr(app.ctx, "rt", None)
         if rt is not None:
             await rt.stop()
+        await outbound.close_shared_session()
 
     return app
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sanic import Sanic
 
-from cardcore import db
+from cardcore import db, outbound
 from cardcore.providers import Providers
 from cardcore.settings import Settings
 from openplatform.app import MODEL_APPS, create_app
@@ -68,6 +68,13 @@ def settings(var_dir) -> Settings:
         registrations_per_hour=10_000,
         log_level="WARNING",
     ).resolved()
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def outbound_session():
+    """Channels built by tests outside a server call through the loop's shared session; closed at the end."""
+    yield
+    await outbound.close_shared_session()
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,9 @@ from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 
-import httpx
+import aiohttp
 
+from cardcore import outbound
 from cashier.channels.base import ChannelRefused, ChannelUnreachable
 
 BEIJING = timezone(timedelta(hours=8))  # every Chinese channel speaks Beijing time
@@ -99,16 +100,12 @@ def field(answer, name: str, channel: str) -> str:
 
 
 async def http_post(
-    channel: str, http: httpx.AsyncClient | None, url: str, timeout: float, **kwargs
-) -> httpx.Response:
-    """POST with the given client (or a short-lived one); network failures and 5xx are unreachable."""
+    channel: str, http: aiohttp.ClientSession | None, url: str, timeout: float, *, data: bytes | dict, headers: dict | None = None
+) -> outbound.Reply:
+    """POST through ``http`` (None: the worker's shared session); network failures and 5xx are unreachable."""
     try:
-        if http is not None:
-            reply = await http.post(url, timeout=timeout, **kwargs)
-        else:
-            async with httpx.AsyncClient(timeout=timeout) as client:
-                reply = await client.post(url, **kwargs)
-    except httpx.HTTPError as exc:
+        reply = await outbound.fetch(http, "POST", url, timeout_s=timeout, data=data, headers=headers)
+    except outbound.FAILURES as exc:
         raise unreachable(channel, exc.__class__.__name__) from None
     if reply.status_code >= 500:
         raise unreachable(channel, f"HTTP {reply.status_code}")

@@ -29,11 +29,11 @@ import threading
 import zipfile
 from urllib.parse import parse_qsl
 
-import httpx
 from alipay import AliPay
 from alipay.exceptions import AliPayException, AliPayValidationError
 from alipay.utils import AliPayConfig
 
+from cardcore import outbound
 from cardcore.providers._threads import run_sync
 from cardcore.providers.alipay import error_of
 from cashier.channels import register
@@ -327,13 +327,13 @@ class AlipayChannel(Channel):
             return ""
         url = field(answer, "bill_download_url", CHANNEL)
         try:
-            async with httpx.AsyncClient(timeout=self.timeout) as http:
-                reply = await http.get(url)
-            reply.raise_for_status()
+            reply = await outbound.fetch(None, "GET", url, timeout_s=self.timeout)
+            if reply.status_code != 200:
+                raise unreachable(CHANNEL, f"bill file: HTTP {reply.status_code}")
             with zipfile.ZipFile(io.BytesIO(reply.content)) as archive:
                 name = next(n for n in archive.namelist() if "业务明细" in n and "汇总" not in n)
                 return archive.read(name).decode("gbk")
-        except httpx.HTTPError as exc:
+        except outbound.FAILURES as exc:
             raise unreachable(CHANNEL, f"bill file: {exc.__class__.__name__}") from None
         except (zipfile.BadZipFile, StopIteration, UnicodeDecodeError, KeyError):
             raise unreachable(CHANNEL, "bill file unreadable") from None

@@ -30,7 +30,7 @@ import secrets
 import time
 from datetime import datetime
 
-import httpx
+import aiohttp
 
 from cardcore.crypto import constant_time_equal, hmac_sm3
 from cashier.channels import register
@@ -78,7 +78,7 @@ class InsuranceChannel(Channel):
     methods = ("insurance",)
 
     def __init__(
-        self, config: MerchantConfig, *, timeout: float = 10, http: httpx.AsyncClient | None = None
+        self, config: MerchantConfig, *, timeout: float = 10, http: aiohttp.ClientSession | None = None
     ) -> None:
         super().__init__(config)
         self._key = bytes.fromhex(config.secrets["hmac_key"])
@@ -106,7 +106,7 @@ class InsuranceChannel(Channel):
             self._http,
             f"{self.gateway}/api/v1/{name}",
             self.timeout,
-            content=body,
+            data=body,
             headers={
                 "Content-Type": "application/json; charset=utf-8",
                 SIGNATURE_HEADER: body_signature(self._key, body),

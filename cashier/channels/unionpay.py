@@ -1,4 +1,4 @@
-"""UnionPay online/mobile gateway (全渠道, field layout of version 5.1.0), over httpx.
+"""UnionPay online/mobile gateway (全渠道, field layout of version 5.1.0), over HTTP (cardcore.outbound).
 
 Every message is a form (``application/x-www-form-urlencoded``) of UnionPay's fields plus
 ``signMethod=01``, ``certId`` (the decimal serial number of the signer's certificate) and
@@ -43,7 +43,7 @@ import zipfile
 from datetime import datetime
 from urllib.parse import parse_qsl
 
-import httpx
+import aiohttp
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -133,7 +133,7 @@ class UnionPayChannel(Channel):
     methods = ("unionpay",)
 
     def __init__(
-        self, config: MerchantConfig, *, timeout: float = 10, http: httpx.AsyncClient | None = None
+        self, config: MerchantConfig, *, timeout: float = 10, http: aiohttp.ClientSession | None = None
     ) -> None:
         super().__init__(config)
         secrets = config.secrets

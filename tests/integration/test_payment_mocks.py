@@ -1,22 +1,14 @@
-"""The payment mocks in process (ASGI): the mock institution, fault control, and the
-httpx-based channels (UnionPay, insurance) routed through the app itself."""
+"""The payment mocks: the mock institution, fault control, and the channels spoken to over
+plain HTTP (UnionPay, insurance) calling the mock gateways of the app under test."""
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from cashier.channels.base import ChannelUnreachable
 from cashier.channels.dev import mock_merchant_configs
 from cashier.channels.insurance import InsuranceChannel
 from tests.e2e.payments import new_order_no, payment_request
-
-
-@pytest.fixture
-async def loopback(app):
-    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40002))
-    async with httpx.AsyncClient(transport=transport) as client:
-        yield client
 
 
 async def test_every_payment_mock_is_mounted(http):
@@ -74,8 +66,8 @@ async def test_unknown_order_cannot_be_confirmed(http):
     assert (reply.status_code, reply.json()["code"]) == (404, "ORDER_NOT_FOUND")
 
 
-async def test_an_http_channel_runs_in_process_and_a_dropped_answer_is_unreachable(http, loopback, settings):
-    channel = InsuranceChannel(mock_merchant_configs(settings)["insurance"], http=loopback)
+async def test_an_http_channel_calls_its_gateway_and_a_dropped_answer_is_unreachable(http, settings):
+    channel = InsuranceChannel(mock_merchant_configs(settings)["insurance"])
     request = payment_request(settings.base_url, "insurance", 1500)
     action = await channel.create_payment(request)
     assert action.action == "redirect"
@@ -85,7 +77,7 @@ async def test_an_http_channel_runs_in_process_and_a_dropped_answer_is_unreachab
 
     await http.post("/_mock/insurance/pay/faults", json={"drop_responses": 1})
     try:
-        with pytest.raises(ChannelUnreachable):  # in process there is no connection to close: an empty 502
+        with pytest.raises(ChannelUnreachable):  # the gateway closes the connection without answering
             await channel.refund(request.order_no, request.order_no + "R1", 1500, 100, "")
     finally:
         await http.delete("/_mock/insurance/pay/faults")
