@@ -1,5 +1,7 @@
-"""Outbound HTTP from the platform's workers: payment channel gateways and hospital
-notifications (and the mock channels' callbacks), on aiohttp.
+"""Outbound HTTP from the platform's workers: payment channel gateways, identity providers
+(SMS, face, registry), hospital notifications, and the mock channels' callbacks, on aiohttp.
+(The payment and login SDKs make their own calls; the partner SDK and the scanner simulator
+are clients of the platform, on httpx.)
 
 Why aiohttp here: ``bench/outbound_http.py`` measured httpx at 6–19× aiohttp's CPU per
 request, and an httpx client made for one call builds a TLS context first (36 ms of CPU,

@@ -117,9 +117,6 @@ def create_app(settings: Settings | None = None, name: str = APP_NAME) -> Sanic:
 
     @app.after_server_stop
     async def close_runtime(app: Sanic) -> None:
-        providers = getattr(app.ctx, "providers", None)
-        if providers is not None:
-            await providers.aclose()
         rt = getattr(app.ctx, "rt", None)
         if rt is not None:
             await rt.stop()

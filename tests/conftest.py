@@ -12,7 +12,6 @@ import pytest
 from sanic import Sanic
 
 from cardcore import db, outbound
-from cardcore.providers import Providers
 from cardcore.settings import Settings
 from openplatform.app import MODEL_APPS, create_app
 from openplatform.sdk import build_request
@@ -96,15 +95,10 @@ async def app(settings):
     await server.after_start()
     await server.start_serving()
     # The test client reaches the same app in process (ASGI); Sanic allows that once marked.
+    # What the platform sends to the mocked outside services (identity providers, channel
+    # gateways) and what the mocks send back go over TCP to the port served above.
     application.asgi = True
-    # The platform reaches the mocked identity providers over HTTP; here that HTTP is routed
-    # into the same app in process. The mock channels' callbacks to the platform go over TCP
-    # to the port served above, as the payment SDKs' requests do.
-    await application.ctx.providers.aclose()
-    loopback = httpx.AsyncClient(transport=httpx.ASGITransport(app=application, client=("127.0.0.1", 40001)))
-    application.ctx.providers = Providers.from_settings(settings, http=loopback)
     yield application
-    await loopback.aclose()
     await server.before_stop()
     server.close()
     await server.wait_closed()

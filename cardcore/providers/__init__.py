@@ -7,15 +7,16 @@ dev and test those settings point at the mocks under ``/_mock/``. Failures are
 502 ``PROVIDER_ERROR``, 401 ``LOGIN_FAILED``, plus each service's own refusals
 (``IDENTITY_UNKNOWN``, ``IDENTITY_MISMATCH``, ``FACE_ORDER_NOT_FOUND``).
 
-``Providers.from_settings(settings)`` builds all of them at once, sharing one HTTP client;
-call ``aclose()`` on shutdown.
+``Providers.from_settings(settings)`` builds all of them at once; the HTTP ones call
+through the worker's shared outbound session (``cardcore.outbound``), which the server
+closes when it stops.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 
 from cardcore.providers.alipay import AlipayLogin
 from cardcore.providers.errors import LoginFailed, ProviderError, ProviderUnavailable
@@ -47,24 +48,14 @@ class Providers:
     sms: SmsGateway
     face: FaceProvider
     registry: IdentityRegistry
-    _http: httpx.AsyncClient | None = None
 
     @classmethod
-    def from_settings(cls, settings, *, http: httpx.AsyncClient | None = None) -> "Providers":
-        """Every client; the HTTP ones share ``http`` (default: one client owned by this object)."""
-        owned = None
-        if http is None:
-            http = owned = httpx.AsyncClient(timeout=settings.provider_timeout_s)
+    def from_settings(cls, settings, *, http: aiohttp.ClientSession | None = None) -> "Providers":
+        """Every client; the HTTP ones call through ``http`` when given."""
         return cls(
             wechat=WeChatLogin.from_settings(settings),
             alipay=AlipayLogin.from_settings(settings),
             sms=SmsGateway.from_settings(settings, http=http),
             face=FaceProvider.from_settings(settings, http=http),
             registry=IdentityRegistry.from_settings(settings, http=http),
-            _http=owned,
         )
-
-    async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote
 
-import httpx
+import aiohttp
 
 from cardcore.errors import PlatformError
 from cardcore.providers._http import JsonHttpProvider
@@ -38,7 +38,7 @@ class FaceProvider(JsonHttpProvider):
     name = "face"
 
     @classmethod
-    def from_settings(cls, settings, *, http: httpx.AsyncClient | None = None) -> "FaceProvider":
+    def from_settings(cls, settings, *, http: aiohttp.ClientSession | None = None) -> "FaceProvider":
         return cls(settings.face_url, timeout=settings.provider_timeout_s, http=http)
 
     async def create_order(self, *, name: str, id_number: str, return_url: str) -> FaceOrder:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal, Protocol
 
-import httpx
+import aiohttp
 
 from cardcore.cards import IdentityMismatch
 from cardcore.errors import PlatformError
@@ -37,7 +37,7 @@ class IdentityRegistry(JsonHttpProvider):
     name = "registry"
 
     @classmethod
-    def from_settings(cls, settings, *, http: httpx.AsyncClient | None = None) -> "IdentityRegistry":
+    def from_settings(cls, settings, *, http: aiohttp.ClientSession | None = None) -> "IdentityRegistry":
         return cls(settings.registry_url, timeout=settings.provider_timeout_s, http=http)
 
     async def verify(self, identity: RealName) -> RegistryResult:

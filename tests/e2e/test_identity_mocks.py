@@ -54,9 +54,7 @@ async def browser():
 
 @pytest.fixture
 async def providers(settings):
-    bundle = Providers.from_settings(settings)
-    yield bundle
-    await bundle.aclose()
+    return Providers.from_settings(settings)
 
 
 def new_openid() -> str:
@@ -386,27 +384,20 @@ async def test_unreachable_providers_are_unavailable(settings, browser, base_url
         "face": dead.face.result("x"),
         "registry": dead.registry.verify(Person(resident())),
     }
-    try:
-        for name, call in calls.items():
-            with pytest.raises(ProviderUnavailable) as down:
-                await call
-            assert (down.value.status, down.value.code, down.value.details) == (
-                503,
-                "PROVIDER_UNAVAILABLE",
-                {"provider": name},
-            )
-    finally:
-        await dead.aclose()
+    for name, call in calls.items():
+        with pytest.raises(ProviderUnavailable) as down:
+            await call
+        assert (down.value.status, down.value.code, down.value.details) == (
+            503,
+            "PROVIDER_UNAVAILABLE",
+            {"provider": name},
+        )
 
 
 async def test_clients_built_alone_work_the_same(settings):
     sms = SmsGateway.from_settings(settings)
     face = FaceProvider.from_settings(settings)
     registry = IdentityRegistry.from_settings(settings)
-    try:
-        assert await sms.send("13700000000", "验证码 123456")
-        assert (await face.create_order(name="王五", id_number="1", return_url="http://127.0.0.1/x")).order_id
-        assert await registry.verify(Person(resident())) == "unknown"
-    finally:
-        for client in (sms, face, registry):
-            await client.aclose()
+    assert await sms.send("13700000000", "验证码 123456")
+    assert (await face.create_order(name="王五", id_number="1", return_url="http://127.0.0.1/x")).order_id
+    assert await registry.verify(Person(resident())) == "unknown"

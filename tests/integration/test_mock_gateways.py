@@ -1,12 +1,11 @@
-"""The identity-side mocks in process (ASGI): protocol details the SDK tests do not reach,
-and the HTTP provider clients routed through the app itself (no server needed)."""
+"""The identity-side mocks: protocol details the SDK tests do not reach, and the HTTP
+provider clients calling the mocks of the app under test."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 from urllib.parse import parse_qsl
 
-import httpx
 import pytest
 from alipay import AliPay
 
@@ -16,11 +15,9 @@ from tests.factories import resident
 
 
 @pytest.fixture
-async def in_process(app, settings):
-    """Provider clients whose HTTP calls go to the in-process app (the SDK-based ones cannot)."""
-    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40001))
-    async with httpx.AsyncClient(transport=transport) as client:
-        yield Providers.from_settings(settings, http=client)
+def in_process(app, settings):
+    """Provider clients calling the app under test (its mocks)."""
+    return Providers.from_settings(settings)
 
 
 async def test_every_identity_side_mock_is_mounted(http):
