@@ -3,8 +3,8 @@
 (The payment and login SDKs make their own calls; the partner SDK and the scanner simulator
 are clients of the platform, on httpx.)
 
-Why aiohttp here: ``bench/outbound_http.py`` measured httpx at 6–19× aiohttp's CPU per
-request, and an httpx client made for one call builds a TLS context first (36 ms of CPU,
+Why aiohttp here: ``bench/outbound_http.py`` measured httpx at 5–19× aiohttp's CPU per
+request, and an httpx client made for one call builds a TLS context first (25–36 ms of CPU,
 the event loop stopped meanwhile). Sessions are opened once and kept: one per event loop
 for calls that bring none (``shared_session``), one per notification worker.
 
