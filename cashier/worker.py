@@ -12,6 +12,7 @@ import secrets
 
 import aiohttp
 
+from cardcore import outbound
 from cardcore.runtime import Runtime
 from cashier import notifier, sweeper
 
@@ -73,4 +74,7 @@ async def run_standalone(rt: Runtime) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, worker.stop)
-    await worker.run()
+    try:
+        await worker.run()
+    finally:
+        await outbound.close_shared_session()  # the sweeper's calls to the channels went through it
