@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from functools import partial
 
@@ -104,13 +105,22 @@ def create_app(settings: Settings | None = None, name: str = APP_NAME) -> Sanic:
         app.ctx.event_flusher = EventFlusher(app.ctx.rt, settings.event_flush_ms / 1000).start()
         if settings.run_worker:
             app.ctx.worker = Worker(app.ctx.rt)
-            app.add_task(app.ctx.worker.run(), name="cashier_worker")
+            # Not an app task: Sanic cancels those the moment it is told to stop, and a
+            # delivery cut off there is sent again once its lease runs out.
+            app.ctx.worker_task = asyncio.get_running_loop().create_task(app.ctx.worker.run(), name="cashier_worker")
 
     @app.before_server_stop
     async def finish_background_work(app: Sanic) -> None:
         worker = getattr(app.ctx, "worker", None)
         if worker is not None:
+            # Deliveries under way finish and record their outcome (at most one channel timeout).
             worker.stop()
+            try:
+                await asyncio.wait_for(app.ctx.worker_task, settings.provider_timeout_s + 1)
+            except asyncio.TimeoutError:  # cancelled: its leases run out and the rows are delivered later
+                log.warning("cashier worker did not stop in time")
+            except Exception:
+                log.exception("cashier worker failed")
         flusher = getattr(app.ctx, "event_flusher", None)
         if flusher is not None:
             await flusher.stop()

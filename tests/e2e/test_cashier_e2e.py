@@ -3,7 +3,8 @@
 - a resident pays through the cashier page and the mock WeChat payment page in Chromium,
   and lands on the result page;
 - the standalone worker is killed with SIGKILL in the middle of delivering hospital
-  notifications, started again, and every notification still arrives.
+  notifications, started again, and every notification still arrives;
+- a server told to stop lets its worker finish the delivery under way and record it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 
 from openplatform.sdk import PlatformClient
 from tests.flows import order_body
-from tests.servers import process_env, running_server, shot
+from tests.servers import free_port, process_env, running_server, shot, stop_process_group, wait_until_healthy
 
 PLAIN_MOBILE_UA = (
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36"
@@ -137,6 +138,41 @@ def test_notifications_survive_a_worker_killed_mid_delivery(server_without_worke
     for order in orders:
         answered = [r for r in received(base, order["out_trade_no"]) if r["answered_success"]]
         assert answered and all(r["body"]["event"] == "order.paid" for r in answered)
+    admin.close()
+
+
+def test_a_stopping_server_lets_its_worker_finish_the_delivery_under_way(server_without_worker, tmp_path):
+    api = server_without_worker  # answers the admin and plays the hospital, delivers nothing itself
+    base = api.base_url
+    creds = api.seed_demo()
+    admin = PlatformClient(base, creds["admin"]["client_id"], creds["admin"]["secret"])
+    order = create_order(base, creds["institution"])
+    assert httpx.post(f"{base}/cashier/{order['order_no']}/pay", json={"channel": "wechat_h5"}).status_code == 200
+    assert httpx.post(f"{base}/_mock/wechat/pay/orders/{order['order_no']}/confirm").status_code < 400
+    wait_for(lambda: order_status(base, order["order_no"]) == "paid")
+    httpx.post(f"{base}/_mock/institution/behaviour", json={"fail_next": 0, "delay_ms": 2000})
+
+    # A second server on the same storage, with its worker: stopped while the hospital is answering.
+    port = free_port()
+    stderr_path = tmp_path / "delivering-server.stderr"
+    with open(stderr_path, "wb") as stderr:
+        delivering = subprocess.Popen(
+            [sys.executable, "-m", "openplatform", "serve"],
+            env=process_env({**api.env, "EHC_PORT": str(port), "EHC_RUN_WORKER": "1", "EHC_LOG_LEVEL": "INFO"}),
+            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+        )  # fmt: skip
+    try:
+        assert wait_until_healthy(f"http://127.0.0.1:{port}/healthz", delivering), stderr_path.read_text()[-2000:]
+        notice = lambda: admin.get(f"/admin/v1/notifications?order_no={order['order_no']}").json()["items"][0]  # noqa: E731
+        wait_for(lambda: notice()["in_delivery_until"], timeout_s=30)
+        delivering.send_signal(signal.SIGTERM)
+        delivering.wait(timeout=30)
+    finally:
+        stop_process_group(delivering)
+        httpx.delete(f"{base}/_mock/institution/behaviour")
+    shown = notice()
+    assert (shown["status"], shown["attempts"]) == ("delivered", 1), shown
+    assert "cancelled before it completed" not in stderr_path.read_text()
     admin.close()
 
 
