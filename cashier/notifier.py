@@ -3,8 +3,10 @@
 ``enqueue`` writes the notification row in the same transaction as the state change it
 reports, so a change is never without its notification and never notified twice.
 ``deliver_due`` claims due rows with a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL,
-so several workers on several hosts share the queue), POSTs each, signed by the platform
-with the receiving institution's secret, and records every attempt. A worker killed
+so several workers on several hosts share the queue; rows are taken in turns across
+institutions, and each institution delivers on its share of the slots, so a hospital that is
+down or slow delays only its own notifications), POSTs each, signed by the platform with the
+receiving institution's secret, and records every attempt. A worker killed
 mid-delivery leaves its lease behind; the row is claimed again when the lease runs out,
 so nothing is lost (the institution may see a notification twice: it carries
 ``notification_id`` to tell).
@@ -17,6 +19,7 @@ import json
 import logging
 import secrets
 import time
+from collections import deque
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -37,6 +40,8 @@ log = logging.getLogger("ehc.cashier.notifier")
 RETRY_SCHEDULE_S = (15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600)
 BATCH = 50
 CONCURRENT_DELIVERIES = 32
+# Due rows looked at per row claimed, so that rows of several institutions can share a pass.
+CANDIDATES_PER_ROW = 4
 ACCEPTED_ANSWER = "SUCCESS"
 # How much of an institution's answer is read: enough for "SUCCESS" or the start of a refusal.
 ANSWER_READ_LIMIT = 4096
@@ -119,16 +124,35 @@ async def _claim(owner: str, lease_s: int, limit: int) -> list[Notification]:
             Notification.filter(status=NotificationStatus.pending, next_attempt_at__lte=moment)
             .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=moment))
             .order_by("next_attempt_at", "id")
-            .limit(limit)
+            .limit(CANDIDATES_PER_ROW * limit)
             .select_for_update(skip_locked=True)
             .using_db(conn)
         )
-        rows = await due
+        rows = _in_turns(await due, limit)
         if rows:
             await Notification.filter(id__in=[r.id for r in rows]).using_db(conn).update(
                 lease_owner=owner, lease_until=moment + timedelta(seconds=lease_s)
             )
-    return rows
+    return rows  # the candidates not taken are unlocked at commit, still due
+
+
+def _in_turns(candidates: list[Notification], limit: int) -> list[Notification]:
+    """Up to ``limit`` rows taken in turns from each institution's oldest, so that one
+    institution's backlog (a hospital that is down, say) cannot fill a pass while the
+    others' notifications wait behind it."""
+    queues: dict[str, deque[Notification]] = {}
+    for row in candidates:
+        queues.setdefault(row.institution_id, deque()).append(row)
+    taken: list[Notification] = []
+    while queues and len(taken) < limit:
+        for institution_id in list(queues):
+            queue = queues[institution_id]
+            taken.append(queue.popleft())
+            if not queue:
+                del queues[institution_id]
+            if len(taken) == limit:
+                break
+    return taken
 
 
 async def _secret_of(rt: Runtime, institution_id: str) -> str | None:
@@ -207,6 +231,11 @@ async def deliver_due(rt: Runtime, http: aiohttp.ClientSession, owner: str | Non
     if not rows:
         return 0
     slots = asyncio.Semaphore(CONCURRENT_DELIVERIES)
+    # Each institution in the pass gets an equal share of the slots: a slow one holds its
+    # own share, not everyone's.
+    institutions = {row.institution_id for row in rows}
+    share = -(-CONCURRENT_DELIVERIES // len(institutions))
+    shares = {institution_id: asyncio.Semaphore(share) for institution_id in institutions}
     # One order's notifications go out one after another, in the order they happened;
     # different orders' go out side by side.
     by_order: dict[str, list[Notification]] = {}
@@ -214,7 +243,7 @@ async def deliver_due(rt: Runtime, http: aiohttp.ClientSession, owner: str | Non
         by_order.setdefault(row.order_no, []).append(row)
 
     async def in_sequence(batch: list[Notification]) -> None:
-        async with slots:
+        async with shares[batch[0].institution_id], slots:
             for row in sorted(batch, key=lambda r: r.id):
                 try:
                     await _deliver_one(rt, http, row, owner)

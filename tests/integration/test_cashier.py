@@ -24,7 +24,8 @@ from cardcore import signing
 from cardcore.clock import utcnow
 from cashier import accounts, notifier, orders, sweeper
 from cashier.channels.dev import mock_merchant_configs
-from cashier.models import Notification, NotificationStatus, Order, Refund
+from cashier.models import Notification, NotificationAttempt, NotificationStatus, Order, Refund
+from tests.conftest import register_institution
 from tests.flows import (
     assert_refused, confirm, eventually, new_order, open_pay_page, order_body, pay_through, received, strong_account,
 )
@@ -359,6 +360,51 @@ async def test_notification_goes_to_its_url_exactly_as_signed_and_a_redirect_is_
     assert arrived["target"] == target
     parts = signing.read_signed_parts(httpx.Headers(arrived["headers"]))
     assert signing.signature_matches(hospital.secret, "POST", target, parts, arrived["raw_body"].encode())
+
+
+@pytest.mark.usefixtures("quiet_outbox")
+async def test_a_hospital_that_does_not_answer_holds_up_only_its_own_notifications(http, rt, admin, hospital, settings):
+    held: list[asyncio.StreamWriter] = []
+
+    async def never_answer(reader, writer):
+        held.append(writer)
+
+    silent = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    silent_url = f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}/notify"
+    other = await register_institution(http, admin)
+    long_ago = utcnow() - timedelta(minutes=5)
+
+    async def outbox_row(institution_id: str, url: str, key: str, due) -> Notification:
+        body = json.dumps({"event": "order.paid", "order_no": key, "out_trade_no": key})
+        return await Notification.create(
+            institution_id=institution_id, order_no=key, out_trade_no=key, event="order.paid", url=url, body=body,
+            next_attempt_at=due,
+        )  # fmt: skip
+
+    # More rows than there are delivery slots in all, and older than the others: first in line.
+    stuck = [await outbox_row(other.client_id, silent_url, f"SILENT{i:02d}", long_ago) for i in range(notifier.CONCURRENT_DELIVERIES + 1)]
+    answered = [
+        await outbox_row(hospital.client_id, f"{settings.base_url}/_mock/institution/notify", f"HIS{secrets.token_hex(6)}", utcnow())
+        for _ in range(5)
+    ]
+    session = notifier.delivery_session(5)
+    delivering = asyncio.create_task(notifier.deliver_due(rt, session))
+    try:
+        async def all_answered() -> bool:
+            rows = await Notification.filter(id__in=[n.id for n in answered])
+            return all(row.status is NotificationStatus.delivered for row in rows)
+
+        await eventually(all_answered)
+        # Delivered in the same pass, while every attempt at the silent hospital was still waiting.
+        assert await NotificationAttempt.filter(notification_id__in=[n.id for n in stuck]).count() == 0
+        assert not delivering.done()
+    finally:
+        delivering.cancel()
+        await session.close()
+        for writer in held:
+            writer.close()
+        silent.close()
+        await Notification.filter(id__in=[n.id for n in stuck]).update(status=NotificationStatus.failed)
 
 
 @pytest.mark.usefixtures("quiet_outbox")
