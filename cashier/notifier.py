@@ -126,14 +126,17 @@ async def _claim(owner: str, lease_s: int, limit: int) -> list[Notification]:
             .order_by("next_attempt_at", "id")
             .limit(CANDIDATES_PER_ROW * limit)
             .select_for_update(skip_locked=True)
+            .only("id", "institution_id")  # whole rows only for those taken
             .using_db(conn)
         )
-        rows = _in_turns(await due, limit)
-        if rows:
-            await Notification.filter(id__in=[r.id for r in rows]).using_db(conn).update(
-                lease_owner=owner, lease_until=moment + timedelta(seconds=lease_s)
-            )
-    return rows  # the candidates not taken are unlocked at commit, still due
+        ids = [row.id for row in _in_turns(await due, limit)]
+        if not ids:
+            return []
+        await Notification.filter(id__in=ids).using_db(conn).update(
+            lease_owner=owner, lease_until=moment + timedelta(seconds=lease_s)
+        )
+        # The candidates not taken are unlocked at commit, still due.
+        return await Notification.filter(id__in=ids).using_db(conn)
 
 
 def _in_turns(candidates: list[Notification], limit: int) -> list[Notification]:
