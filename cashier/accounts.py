@@ -77,10 +77,6 @@ def _channel_of_record(rt: Runtime, payload: bytes) -> Channel | None:
     record = json.loads(payload)
     if record is None:
         return None
-    return _channel_of(rt, record)
-
-
-def _channel_of(rt: Runtime, record: dict) -> Channel:
     cached = _built.get(record["id"])
     if cached is not None and cached[0] == record["updated_at"]:
         return cached[1]

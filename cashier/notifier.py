@@ -92,6 +92,9 @@ async def enqueue(conn, order: Order, event: str, refund: Refund | None = None) 
     )
 
 
+_ID_FIELD = '{"notification_id":'
+
+
 def sent_body(notification: Notification) -> str:
     """The JSON the institution receives: the stored event with the notification's id first,
     so that it can recognise a repeated delivery. The id exists only once the row does, so it
@@ -99,9 +102,6 @@ def sent_body(notification: Notification) -> str:
     if notification.body.startswith(_ID_FIELD):
         return notification.body
     return f'{_ID_FIELD}"{notification.id}",{notification.body[1:]}'
-
-
-_ID_FIELD = '{"notification_id":'
 
 
 def wake() -> None:

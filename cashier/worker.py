@@ -20,23 +20,19 @@ log = logging.getLogger("ehc.cashier.worker")
 
 
 class Worker:
-    def __init__(self, rt: Runtime, http: aiohttp.ClientSession | None = None) -> None:
+    def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.owner = secrets.token_hex(8)
-        self._http = http
-        self._owned_http = http is None
+        self._http: aiohttp.ClientSession | None = None  # opened in run(), on the running loop
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
-        settings = self.rt.settings
-        if self._http is None:
-            self._http = notifier.delivery_session(settings.provider_timeout_s)
+        self._http = notifier.delivery_session(self.rt.settings.provider_timeout_s)
         log.info("cashier worker started", extra={"worker": self.owner})
         try:
             await asyncio.gather(self._deliver_forever(), self._sweep_forever())
         finally:
-            if self._owned_http:
-                await self._http.close()
+            await self._http.close()
 
     def stop(self) -> None:
         self._stopping.set()

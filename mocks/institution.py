@@ -7,7 +7,8 @@
   (channel notifications can be recorded too), and answers 200 ``SUCCESS``.
 - ``POST /_mock/institution/behaviour {fail_next: N, status: 500, body: "FAIL", location, delay_ms}``:
   the next N notifications are answered ``status`` / ``body`` instead (with a ``Location``
-  header when ``location`` is given, e.g. for a 302); ``delay_ms`` delays every answer. ``DELETE`` the same path to reset. Refused attempts are recorded too.
+  header when ``location`` is given, e.g. for a 302); ``delay_ms`` delays every answer.
+  ``DELETE`` the same path to reset. Refused attempts are recorded too.
 - ``GET /_mock/institution/notifications?out_trade_no=`` -> ``{items: [...]}`` in arrival order.
 """
 

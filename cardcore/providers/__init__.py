@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import aiohttp
-
 from cardcore.providers.alipay import AlipayLogin
 from cardcore.providers.errors import LoginFailed, ProviderError, ProviderUnavailable
 from cardcore.providers.face import FaceOrder, FaceOrderNotFound, FaceProvider
@@ -50,12 +48,12 @@ class Providers:
     registry: IdentityRegistry
 
     @classmethod
-    def from_settings(cls, settings, *, http: aiohttp.ClientSession | None = None) -> "Providers":
-        """Every client; the HTTP ones call through ``http`` when given."""
+    def from_settings(cls, settings) -> "Providers":
+        """Every client, as ``settings`` configure them."""
         return cls(
             wechat=WeChatLogin.from_settings(settings),
             alipay=AlipayLogin.from_settings(settings),
-            sms=SmsGateway.from_settings(settings, http=http),
-            face=FaceProvider.from_settings(settings, http=http),
-            registry=IdentityRegistry.from_settings(settings, http=http),
+            sms=SmsGateway.from_settings(settings),
+            face=FaceProvider.from_settings(settings),
+            registry=IdentityRegistry.from_settings(settings),
         )

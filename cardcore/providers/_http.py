@@ -5,8 +5,6 @@ from __future__ import annotations
 import json as jsonlib
 from urllib.parse import urlencode
 
-import aiohttp
-
 from cardcore import outbound
 from cardcore.providers.errors import ProviderUnavailable
 
@@ -16,15 +14,14 @@ class JsonHttpProvider:
 
     Network failures, timeouts, 5xx and unreadable answers become ``ProviderUnavailable``;
     4xx answers are returned for the caller to interpret. Calls go through the worker's
-    shared outbound session (``cardcore.outbound``), or through ``http`` when given.
+    shared outbound session (``cardcore.outbound``).
     """
 
     name = "provider"
 
-    def __init__(self, base_url: str, *, timeout: float = 10, http: aiohttp.ClientSession | None = None) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 10) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self._http = http
 
     async def _call(self, method: str, path: str, *, json: dict | None = None, params: dict | None = None):
         if not self.base_url:
@@ -34,7 +31,7 @@ class JsonHttpProvider:
         if json is not None:
             body, headers = jsonlib.dumps(json).encode(), {"Content-Type": "application/json"}
         try:
-            reply = await outbound.fetch(self._http, method, url, timeout_s=self.timeout, data=body, headers=headers)
+            reply = await outbound.fetch(None, method, url, timeout_s=self.timeout, data=body, headers=headers)
         except outbound.FAILURES as exc:
             raise ProviderUnavailable(self.name, f"{exc.__class__.__name__} calling {method} {path}") from None
         if reply.status_code >= 500:

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote
 
-import aiohttp
-
 from cardcore.errors import PlatformError
 from cardcore.providers._http import JsonHttpProvider
 from cardcore.providers.errors import ProviderError, ProviderUnavailable
@@ -38,8 +36,8 @@ class FaceProvider(JsonHttpProvider):
     name = "face"
 
     @classmethod
-    def from_settings(cls, settings, *, http: aiohttp.ClientSession | None = None) -> "FaceProvider":
-        return cls(settings.face_url, timeout=settings.provider_timeout_s, http=http)
+    def from_settings(cls, settings) -> "FaceProvider":
+        return cls(settings.face_url, timeout=settings.provider_timeout_s)
 
     async def create_order(self, *, name: str, id_number: str, return_url: str) -> FaceOrder:
         """Start a verification of this person; send the resident to ``verify_url``."""

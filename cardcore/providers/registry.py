@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Literal, Protocol
 
-import aiohttp
-
 from cardcore.cards import IdentityMismatch
 from cardcore.errors import PlatformError
 from cardcore.providers._http import JsonHttpProvider
@@ -37,8 +35,8 @@ class IdentityRegistry(JsonHttpProvider):
     name = "registry"
 
     @classmethod
-    def from_settings(cls, settings, *, http: aiohttp.ClientSession | None = None) -> "IdentityRegistry":
-        return cls(settings.registry_url, timeout=settings.provider_timeout_s, http=http)
+    def from_settings(cls, settings) -> "IdentityRegistry":
+        return cls(settings.registry_url, timeout=settings.provider_timeout_s)
 
     async def verify(self, identity: RealName) -> RegistryResult:
         """What the registry says about this name and identity document."""

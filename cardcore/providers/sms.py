@@ -7,8 +7,6 @@ any other ``code`` (with ``message``) is a refusal.
 
 from __future__ import annotations
 
-import aiohttp
-
 from cardcore.providers._http import JsonHttpProvider
 from cardcore.providers.errors import ProviderError
 
@@ -16,13 +14,13 @@ from cardcore.providers.errors import ProviderError
 class SmsGateway(JsonHttpProvider):
     name = "sms"
 
-    def __init__(self, url: str, *, sign_name: str = "", timeout: float = 10, http: aiohttp.ClientSession | None = None):
-        super().__init__(url, timeout=timeout, http=http)
+    def __init__(self, url: str, *, sign_name: str = "", timeout: float = 10):
+        super().__init__(url, timeout=timeout)
         self.sign_name = sign_name
 
     @classmethod
-    def from_settings(cls, settings, *, http: aiohttp.ClientSession | None = None) -> "SmsGateway":
-        return cls(settings.sms_url, sign_name=settings.sms_sign_name, timeout=settings.provider_timeout_s, http=http)
+    def from_settings(cls, settings) -> "SmsGateway":
+        return cls(settings.sms_url, sign_name=settings.sms_sign_name, timeout=settings.provider_timeout_s)
 
     async def send(self, phone: str, text: str) -> str:
         """Send ``text`` to ``phone``; returns the gateway's request id."""

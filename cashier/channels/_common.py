@@ -10,8 +10,6 @@ from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 
-import aiohttp
-
 from cardcore import outbound
 from cashier.channels.base import ChannelRefused, ChannelUnreachable
 
@@ -100,11 +98,11 @@ def field(answer, name: str, channel: str) -> str:
 
 
 async def http_post(
-    channel: str, http: aiohttp.ClientSession | None, url: str, timeout: float, *, data: bytes | dict, headers: dict | None = None
+    channel: str, url: str, timeout: float, *, data: bytes | dict, headers: dict | None = None
 ) -> outbound.Reply:
-    """POST through ``http`` (None: the worker's shared session); network failures and 5xx are unreachable."""
+    """POST through the worker's shared outbound session; network failures and 5xx are unreachable."""
     try:
-        reply = await outbound.fetch(http, "POST", url, timeout_s=timeout, data=data, headers=headers)
+        reply = await outbound.fetch(None, "POST", url, timeout_s=timeout, data=data, headers=headers)
     except outbound.FAILURES as exc:
         raise unreachable(channel, exc.__class__.__name__) from None
     if reply.status_code >= 500:

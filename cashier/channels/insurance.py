@@ -30,7 +30,6 @@ import secrets
 import time
 from datetime import datetime
 
-import aiohttp
 
 from cardcore.crypto import constant_time_equal, hmac_sm3
 from cashier.channels import register
@@ -77,14 +76,11 @@ class InsuranceChannel(Channel):
     code = CHANNEL
     methods = ("insurance",)
 
-    def __init__(
-        self, config: MerchantConfig, *, timeout: float = 10, http: aiohttp.ClientSession | None = None
-    ) -> None:
+    def __init__(self, config: MerchantConfig, *, timeout: float = 10) -> None:
         super().__init__(config)
         self._key = bytes.fromhex(config.secrets["hmac_key"])
         self.timeout = timeout
         self.gateway = config.gateway.rstrip("/")
-        self._http = http
 
     def __repr__(self) -> str:
         return f"InsuranceChannel(org_code={self.config.merchant_id!r}, gateway={self.gateway!r})"
@@ -103,7 +99,6 @@ class InsuranceChannel(Channel):
         ).encode()
         reply = await http_post(
             CHANNEL,
-            self._http,
             f"{self.gateway}/api/v1/{name}",
             self.timeout,
             data=body,

@@ -43,7 +43,6 @@ import zipfile
 from datetime import datetime
 from urllib.parse import parse_qsl
 
-import aiohttp
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -132,9 +131,7 @@ class UnionPayChannel(Channel):
     code = CHANNEL
     methods = ("unionpay",)
 
-    def __init__(
-        self, config: MerchantConfig, *, timeout: float = 10, http: aiohttp.ClientSession | None = None
-    ) -> None:
+    def __init__(self, config: MerchantConfig, *, timeout: float = 10) -> None:
         super().__init__(config)
         secrets = config.secrets
         self._key = serialization.load_pem_private_key(secrets["sign_key"].encode(), password=None)
@@ -143,7 +140,6 @@ class UnionPayChannel(Channel):
         self._verify_key, self._verify_cert_id = verify_cert.public_key(), cert_id(verify_cert)
         self.timeout = timeout
         self.gateway = config.gateway.rstrip("/")
-        self._http = http
 
     def __repr__(self) -> str:
         return f"UnionPayChannel(merId={self.config.merchant_id!r}, gateway={self.gateway!r})"
@@ -170,7 +166,7 @@ class UnionPayChannel(Channel):
     async def _post(self, path: str, fields: dict, *, accept: frozenset[str] = frozenset()) -> dict[str, str]:
         """A signed back-end call; the verified answer when respCode is 00 (or in ``accept``)."""
         url = f"{self.gateway}/gateway/api/{path}"
-        reply = await http_post(CHANNEL, self._http, url, self.timeout, data=self._signed(fields))
+        reply = await http_post(CHANNEL, url, self.timeout, data=self._signed(fields))
         if reply.status_code != 200:
             raise unreachable(CHANNEL, f"HTTP {reply.status_code}")
         answer = parse_form(reply.content)
