@@ -2,13 +2,14 @@
 
 ``enqueue`` writes the notification row in the same transaction as the state change it
 reports, so a change is never without its notification and never notified twice.
-``deliver_due`` claims due rows with a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL,
-so several workers on several hosts share the queue; rows are taken in turns across
-institutions, and each institution delivers on its share of the slots, so a hospital that is
-down or slow delays only its own notifications), POSTs each, signed by the platform with the
-receiving institution's secret, and records every attempt. A worker killed
-mid-delivery leaves its lease behind; the row is claimed again when the lease runs out,
-so nothing is lost (the institution may see a notification twice: it carries
+A worker's ``Deliveries`` claim due rows with a lease (``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL, so several workers on several hosts share the queue) as delivery slots free up,
+POST each, signed by the platform with the receiving institution's secret, and record every
+attempt. Rows are taken in turns across institutions and no institution holds more than its
+share of a worker's slots, so a hospital that is down or slow delays only its own
+notifications: the others' are claimed and sent while its attempts wait for an answer. A
+worker killed mid-delivery leaves its lease behind; the row is claimed again when the lease
+runs out, so nothing is lost (the institution may see a notification twice: it carries
 ``notification_id`` to tell).
 """
 
@@ -19,7 +20,7 @@ import json
 import logging
 import secrets
 import time
-from collections import deque
+from collections import Counter, deque
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -38,8 +39,10 @@ log = logging.getLogger("ehc.cashier.notifier")
 
 # Delay before each retry, as the channels schedule theirs (SPEC §6): 15 retries after the first try.
 RETRY_SCHEDULE_S = (15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600)
-BATCH = 50
 CONCURRENT_DELIVERIES = 32
+# A worker with every slot busy claims again once this many are free (or a poll has passed):
+# one claim per few deliveries rather than one per delivery.
+REFILL_AT = CONCURRENT_DELIVERIES // 4
 # Due rows looked at per row claimed, so that rows of several institutions can share a pass.
 CANDIDATES_PER_ROW = 4
 ACCEPTED_ANSWER = "SUCCESS"
@@ -109,27 +112,39 @@ def wake() -> None:
     _pending.set()
 
 
-async def wait_for_work(timeout_s: float) -> None:
-    try:
-        await asyncio.wait_for(_pending.wait(), timeout_s)
-    except asyncio.TimeoutError:
-        pass
-    _pending.clear()
+def _share(slots: int, institutions: int) -> int:
+    """Most slots one of ``institutions`` may hold at once: never more than half, so that
+    there is room for an institution whose notifications come due later."""
+    return -(-slots // max(2, institutions))
 
 
-async def _claim(owner: str, lease_s: int, limit: int) -> list[Notification]:
+async def _claim(owner: str, lease_s: int, limit: int, slots: int, busy: dict[str, str]) -> list[Notification]:
+    """Lease up to ``limit`` due rows for delivery now. ``busy`` maps the orders with a delivery
+    under way in this worker to their institutions: an order's next row waits for it (one
+    order's notifications go out in the order they happened), and each institution's
+    deliveries under way count against its share of the ``slots``."""
     moment = utcnow()
+    in_flight = Counter(busy.values())
+    # Institutions at their largest possible share (one more institution may be waiting) are
+    # left out of the candidates, so that their backlog cannot fill the window of due rows.
+    widest = _share(slots, len(in_flight) + 1)
+    full = [institution_id for institution_id, count in in_flight.items() if count >= widest]
     async with in_transaction() as conn:
-        due = (
-            Notification.filter(status=NotificationStatus.pending, next_attempt_at__lte=moment)
-            .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=moment))
-            .order_by("next_attempt_at", "id")
+        due = Notification.filter(status=NotificationStatus.pending, next_attempt_at__lte=moment).filter(
+            Q(lease_until__isnull=True) | Q(lease_until__lt=moment)
+        )
+        if busy:
+            due = due.exclude(order_no__in=list(busy))
+        if full:
+            due = due.exclude(institution_id__in=full)
+        candidates = await (
+            due.order_by("next_attempt_at", "id")
             .limit(CANDIDATES_PER_ROW * limit)
             .select_for_update(skip_locked=True)
             .only("id", "institution_id")  # whole rows only for those taken
             .using_db(conn)
         )
-        ids = [row.id for row in _in_turns(await due, limit)]
+        ids = [row.id for row in _in_turns(candidates, limit, slots, in_flight)]
         if not ids:
             return []
         await Notification.filter(id__in=ids).using_db(conn).update(
@@ -139,19 +154,23 @@ async def _claim(owner: str, lease_s: int, limit: int) -> list[Notification]:
         return await Notification.filter(id__in=ids).using_db(conn)
 
 
-def _in_turns(candidates: list[Notification], limit: int) -> list[Notification]:
-    """Up to ``limit`` rows taken in turns from each institution's oldest, so that one
-    institution's backlog (a hospital that is down, say) cannot fill a pass while the
+def _in_turns(candidates: list[Notification], limit: int, slots: int, in_flight: Counter) -> list[Notification]:
+    """Up to ``limit`` rows taken in turns from each institution's oldest, none beyond an
+    institution's share of the slots (counting its deliveries under way), so that one
+    institution's backlog (a hospital that is down, say) cannot fill the worker while the
     others' notifications wait behind it."""
     queues: dict[str, deque[Notification]] = {}
     for row in candidates:
         queues.setdefault(row.institution_id, deque()).append(row)
+    share = _share(slots, len(in_flight.keys() | queues.keys()))
+    room = {institution_id: share - in_flight[institution_id] for institution_id in queues}
     taken: list[Notification] = []
     while queues and len(taken) < limit:
         for institution_id in list(queues):
             queue = queues[institution_id]
             taken.append(queue.popleft())
-            if not queue:
+            room[institution_id] -= 1
+            if not queue or room[institution_id] <= 0:
                 del queues[institution_id]
             if len(taken) == limit:
                 break
@@ -227,34 +246,112 @@ async def _deliver_one(rt: Runtime, http: aiohttp.ClientSession, notification: N
     return outcome == "delivered"
 
 
-async def deliver_due(rt: Runtime, http: aiohttp.ClientSession, owner: str | None = None, limit: int = BATCH) -> int:
-    """Deliver the notifications that are due now; returns how many were attempted."""
-    owner = owner or secrets.token_hex(8)
-    rows = await _claim(owner, rt.settings.notify_lease_s, limit)
-    if not rows:
-        return 0
-    slots = asyncio.Semaphore(CONCURRENT_DELIVERIES)
-    # Each institution in the pass gets an equal share of the slots: a slow one holds its
-    # own share, not everyone's.
-    institutions = {row.institution_id for row in rows}
-    share = -(-CONCURRENT_DELIVERIES // len(institutions))
-    shares = {institution_id: asyncio.Semaphore(share) for institution_id in institutions}
-    # One order's notifications go out one after another, in the order they happened;
-    # different orders' go out side by side.
-    by_order: dict[str, list[Notification]] = {}
-    for row in rows:
-        by_order.setdefault(row.order_no, []).append(row)
+class Deliveries:
+    """One worker's notifications under way: claimed as its delivery slots free up.
 
-    async def in_sequence(batch: list[Notification]) -> None:
-        async with shares[batch[0].institution_id], slots:
-            for row in sorted(batch, key=lambda r: r.id):
-                try:
-                    await _deliver_one(rt, http, row, owner)
-                except Exception:  # one bad row must not stop the others; its lease brings it back
-                    log.exception("notification delivery failed", extra={"notification_id": row.id})
+    A slot is one order's due notifications, sent one after another. ``fill`` claims rows
+    for the free slots and starts them; the worker never waits for the slowest delivery
+    before claiming more, so a hospital that answers slowly (or not at all, until the
+    timeout) holds only the slots of its own deliveries.
+    """
 
-    await asyncio.gather(*(in_sequence(batch) for batch in by_order.values()))
-    return len(rows)
+    def __init__(
+        self, rt: Runtime, http: aiohttp.ClientSession, owner: str | None = None, slots: int = CONCURRENT_DELIVERIES
+    ) -> None:
+        self._rt, self._http, self._slots = rt, http, slots
+        self.owner = owner or secrets.token_hex(8)
+        self._running: dict[asyncio.Task, tuple[str, str]] = {}  # task -> (order_no, institution_id)
+
+    @property
+    def free(self) -> int:
+        return self._slots - len(self._running)
+
+    async def fill(self) -> int:
+        """Claim due rows for the free slots and start delivering them; how many were claimed."""
+        if self.free <= 0:
+            return 0
+        busy = dict(self._running.values())
+        rows = await _claim(self.owner, self._rt.settings.notify_lease_s, self.free, self._slots, busy)
+        by_order: dict[str, list[Notification]] = {}
+        for row in rows:
+            by_order.setdefault(row.order_no, []).append(row)
+        for order_no, batch in by_order.items():
+            task = asyncio.get_running_loop().create_task(self._in_sequence(batch))
+            self._running[task] = (order_no, batch[0].institution_id)
+            task.add_done_callback(self._running.pop)
+        return len(rows)
+
+    async def _in_sequence(self, batch: list[Notification]) -> None:
+        for row in sorted(batch, key=lambda r: r.id):
+            try:
+                await _deliver_one(self._rt, self._http, row, self.owner)
+            except Exception:  # one bad row must not stop the others; its lease brings it back
+                log.exception("notification delivery failed", extra={"notification_id": row.id})
+
+    async def some_finished(self, timeout_s: float, at_least: int = 1) -> None:
+        """Wait until ``at_least`` slots are free (or none is busy), or ``timeout_s`` passed."""
+        deadline = time.monotonic() + timeout_s
+        while self._running and self.free < at_least:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            await asyncio.wait(list(self._running), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+
+    async def more_due(self, timeout_s: float) -> None:
+        """Wait until this process commits a notification (``wake``), a delivery under way
+        finishes (its institution's share has room again), or ``timeout_s`` passed (rows
+        written by other processes, retries coming due)."""
+        woken = asyncio.ensure_future(_pending.wait())
+        try:
+            await asyncio.wait([woken, *self._running], timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+        _pending.clear()
+
+    async def drain(self) -> None:
+        """Wait for every delivery under way to finish and be recorded."""
+        if self._running:
+            await asyncio.wait(list(self._running))
+
+    def cancel(self) -> None:
+        """Stop the deliveries under way; their leases bring the rows back."""
+        for task in list(self._running):
+            task.cancel()
+
+
+async def deliver_continuously(
+    rt: Runtime, http: aiohttp.ClientSession, owner: str, stopping: asyncio.Event, poll_s: float
+) -> None:
+    """A worker's delivery loop: claims as slots free up and as notifications come due, until
+    ``stopping`` is set; then lets the deliveries under way finish and be recorded."""
+    deliveries = Deliveries(rt, http, owner)
+    try:
+        while not stopping.is_set():
+            wanted = deliveries.free
+            try:
+                claimed = await deliveries.fill()
+            except Exception:  # the database may be away for a moment; try again next poll
+                log.exception("notifications could not be claimed")
+                claimed = 0
+            if deliveries.free == 0:
+                await deliveries.some_finished(poll_s, at_least=REFILL_AT)
+            elif claimed < wanted:  # nothing more is due now for this worker
+                await deliveries.more_due(poll_s)
+        await deliveries.drain()
+    finally:
+        deliveries.cancel()  # only when cancelled itself: the rows come back with their leases
+
+
+async def deliver_due(rt: Runtime, http: aiohttp.ClientSession, owner: str | None = None) -> int:
+    """Deliver the notifications that are due now (up to one worker's slots) and wait for the
+    attempts to be recorded; returns how many were attempted."""
+    deliveries = Deliveries(rt, http, owner)
+    try:
+        claimed = await deliveries.fill()
+        await deliveries.drain()
+    finally:
+        deliveries.cancel()
+    return claimed
 
 
 async def get_notification(notification_id: int) -> Notification:

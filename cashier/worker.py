@@ -39,15 +39,9 @@ class Worker:
         notifier.wake()
 
     async def _deliver_forever(self) -> None:
-        poll_s = self.rt.settings.worker_poll_ms / 1000
-        while not self._stopping.is_set():
-            try:
-                delivered = await notifier.deliver_due(self.rt, self._http, self.owner)
-            except Exception:  # the database may be away for a moment; try again next poll
-                log.exception("notification delivery pass failed")
-                delivered = 0
-            if delivered < notifier.BATCH:
-                await notifier.wait_for_work(poll_s)
+        await notifier.deliver_continuously(
+            self.rt, self._http, self.owner, self._stopping, self.rt.settings.worker_poll_ms / 1000
+        )
 
     async def _sweep_forever(self) -> None:
         interval_s = self.rt.settings.sweep_interval_s

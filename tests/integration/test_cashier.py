@@ -11,6 +11,7 @@ hospital notifications run in process. Background work is driven by the tests:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -362,49 +363,92 @@ async def test_notification_goes_to_its_url_exactly_as_signed_and_a_redirect_is_
     assert signing.signature_matches(hospital.secret, "POST", target, parts, arrived["raw_body"].encode())
 
 
-@pytest.mark.usefixtures("quiet_outbox")
-async def test_a_hospital_that_does_not_answer_holds_up_only_its_own_notifications(http, rt, admin, hospital, settings):
+class SilentHospital:
+    """An institution whose notify_url accepts connections and never answers."""
+
+    def __init__(self, client_id: str, url: str) -> None:
+        self.client_id, self.url = client_id, url
+        self.rows: list[Notification] = []
+
+    async def attempts(self) -> int:
+        return await NotificationAttempt.filter(notification_id__in=[n.id for n in self.rows]).count()
+
+    async def in_delivery(self) -> int:
+        return await Notification.filter(id__in=[n.id for n in self.rows], lease_owner__isnull=False).count()
+
+
+async def outbox_row(institution_id: str, url: str, key: str, due) -> Notification:
+    body = json.dumps({"event": "order.paid", "order_no": key, "out_trade_no": key})
+    return await Notification.create(
+        institution_id=institution_id, order_no=key, out_trade_no=key, event="order.paid", url=url, body=body,
+        next_attempt_at=due,
+    )  # fmt: skip
+
+
+async def answered_rows(hospital, settings, count: int) -> list[Notification]:
+    url = f"{settings.base_url}/_mock/institution/notify"
+    return [await outbox_row(hospital.client_id, url, f"HIS{secrets.token_hex(6)}", utcnow()) for _ in range(count)]
+
+
+async def all_delivered(rows: list[Notification]) -> bool:
+    found = await Notification.filter(id__in=[n.id for n in rows])
+    return all(row.status is NotificationStatus.delivered for row in found)
+
+
+@pytest.fixture
+async def silent_hospital(http, admin, quiet_outbox):
+    """More due rows than a worker has delivery slots, older than any other: first in line."""
     held: list[asyncio.StreamWriter] = []
 
     async def never_answer(reader, writer):
         held.append(writer)
 
     silent = await asyncio.start_server(never_answer, "127.0.0.1", 0)
-    silent_url = f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}/notify"
     other = await register_institution(http, admin)
+    hospital = SilentHospital(other.client_id, f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}/notify")
     long_ago = utcnow() - timedelta(minutes=5)
+    for i in range(notifier.CONCURRENT_DELIVERIES + 1):
+        hospital.rows.append(await outbox_row(hospital.client_id, hospital.url, f"SILENT{i:02d}", long_ago))
+    yield hospital
+    for writer in held:
+        writer.close()
+    silent.close()
+    await Notification.filter(id__in=[n.id for n in hospital.rows]).update(status=NotificationStatus.failed)
 
-    async def outbox_row(institution_id: str, url: str, key: str, due) -> Notification:
-        body = json.dumps({"event": "order.paid", "order_no": key, "out_trade_no": key})
-        return await Notification.create(
-            institution_id=institution_id, order_no=key, out_trade_no=key, event="order.paid", url=url, body=body,
-            next_attempt_at=due,
-        )  # fmt: skip
 
-    # More rows than there are delivery slots in all, and older than the others: first in line.
-    stuck = [await outbox_row(other.client_id, silent_url, f"SILENT{i:02d}", long_ago) for i in range(notifier.CONCURRENT_DELIVERIES + 1)]
-    answered = [
-        await outbox_row(hospital.client_id, f"{settings.base_url}/_mock/institution/notify", f"HIS{secrets.token_hex(6)}", utcnow())
-        for _ in range(5)
-    ]
+async def test_a_hospital_that_does_not_answer_holds_up_only_its_own_notifications(rt, hospital, settings, silent_hospital):
+    answered = await answered_rows(hospital, settings, 5)
     session = notifier.delivery_session(5)
     delivering = asyncio.create_task(notifier.deliver_due(rt, session))
     try:
-        async def all_answered() -> bool:
-            rows = await Notification.filter(id__in=[n.id for n in answered])
-            return all(row.status is NotificationStatus.delivered for row in rows)
-
-        await eventually(all_answered)
-        # Delivered in the same pass, while every attempt at the silent hospital was still waiting.
-        assert await NotificationAttempt.filter(notification_id__in=[n.id for n in stuck]).count() == 0
+        await eventually(lambda: all_delivered(answered))
+        # Delivered while every attempt at the silent hospital was still waiting.
+        assert await silent_hospital.attempts() == 0
         assert not delivering.done()
     finally:
         delivering.cancel()
         await session.close()
-        for writer in held:
-            writer.close()
-        silent.close()
-        await Notification.filter(id__in=[n.id for n in stuck]).update(status=NotificationStatus.failed)
+
+
+async def test_a_worker_delivers_notifications_that_come_due_while_a_hospital_keeps_it_waiting(rt, hospital, settings, silent_hospital):
+    session = notifier.delivery_session(60)
+    stopping = asyncio.Event()
+    worker = asyncio.create_task(notifier.deliver_continuously(rt, session, "test-worker", stopping, poll_s=0.05))
+    try:
+        await eventually(lambda: silent_hospital.in_delivery())
+        # Due after the worker's first claim, while its deliveries to the silent hospital wait.
+        answered = await answered_rows(hospital, settings, 5)
+        notifier.wake()
+        await eventually(lambda: all_delivered(answered))
+        assert await silent_hospital.attempts() == 0
+        # The silent hospital holds at most its share of the slots (half, with one other institution).
+        assert 0 < await silent_hospital.in_delivery() <= notifier.CONCURRENT_DELIVERIES // 2
+        assert not worker.done()
+    finally:
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+        await session.close()
 
 
 @pytest.mark.usefixtures("quiet_outbox")
