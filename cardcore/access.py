@@ -141,6 +141,8 @@ async def register_client(
 
 
 async def get_client(client_id: str, kind: ClientKind | None = None) -> Client:
+    if not _valid_client_id(client_id):
+        raise errors.NotFound("client not found")
     query = {"client_id": client_id}
     if kind is not None:
         query["kind"] = kind
@@ -164,6 +166,8 @@ async def list_clients(
     if institution_id is not None:
         query = query.filter(institution_id=institution_id)
     if cursor:
+        if not _valid_client_id(cursor):
+            raise errors.ValidationFailed("cursor is not one this API gave out")
         query = query.filter(client_id__gt=cursor)
     rows = await query.limit(limit + 1)
     next_cursor = rows[limit - 1].client_id if len(rows) > limit else None

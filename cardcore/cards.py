@@ -9,7 +9,7 @@ from tortoise.transactions import in_transaction
 
 from cardcore import audit, errors
 from cardcore.cache import StampedRecords
-from cardcore.codes import CodeText, derive_vuid
+from cardcore.codes import CodeText, derive_vuid, is_vuid
 from cardcore.empi import service as empi
 from cardcore.identity import Identity
 from cardcore.models import Card, CardStatus, PersonIdentifier
@@ -63,6 +63,8 @@ async def register_card(rt: Runtime, identity: Identity, actor: audit.Actor) -> 
 
 
 async def get_card(health_card_id: str) -> Card:
+    if not is_vuid(health_card_id):  # from a URL: anything at all, which no card has as its ID
+        raise errors.CardNotFound()
     card = await Card.get_or_none(health_card_id=health_card_id).prefetch_related("identifier__person")
     if card is None:
         raise errors.CardNotFound()
@@ -124,6 +126,8 @@ _TRANSITIONS = {
 
 async def change_status(rt: Runtime, health_card_id: str, action: str, actor: audit.Actor, reason: str = "") -> Card:
     allowed_from, target = _TRANSITIONS[action]
+    if not is_vuid(health_card_id):
+        raise errors.CardNotFound()
     async with in_transaction():
         updated = await Card.filter(health_card_id=health_card_id, status__in=list(allowed_from)).update(status=target)
         if not updated:

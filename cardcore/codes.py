@@ -65,6 +65,11 @@ def new_empi_id() -> str:
     return secrets.token_hex(8).upper()
 
 
+def is_vuid(text: str) -> bool:
+    """Whether ``text`` has the shape of a health card ID (64 uppercase hex characters)."""
+    return _vuid_ok(text) is not None
+
+
 def derive_vuid(
     vault: KeyVault, empi_id: str, id_type: str, id_number: str, key_version: int | None = None
 ) -> str:

@@ -8,12 +8,14 @@ from tortoise.queryset import QuerySet
 
 from cardcore.errors import ValidationFailed
 
+MAX_ID_DIGITS = 18  # every id of up to 18 digits fits a signed 64-bit column
+
 
 async def newest_first(query: QuerySet, *, limit: int, cursor: str | None) -> tuple[list, str | None]:
     """One page of ``query`` (ordered by descending id) and the cursor of the next page, if any."""
     query = query.order_by("-id")
     if cursor:
-        if not cursor.isdigit():
+        if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= MAX_ID_DIGITS):
             raise ValidationFailed("cursor is not one this API gave out")
         query = query.filter(id__lt=int(cursor))
     rows = await query.limit(limit + 1)

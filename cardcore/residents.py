@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from cardcore import audit, cards, errors
+from cardcore import audit, cards, codes, errors
 from cardcore.identity import BirthDate, Gender, Identity, IdType, Name, Phone, normalise_id_number
 from cardcore.models import AuthLevel, Card, CardManager, LoginChannel, Relation, ResidentAccount
 from cardcore.runtime import Runtime
@@ -193,6 +193,8 @@ async def cards_of(account: ResidentAccount) -> list[tuple[Card, str]]:
 
 async def card_for(account: ResidentAccount, health_card_id: str) -> tuple[Card, str]:
     """A card the account holds or manages; anything else is CARD_NOT_FOUND (never a hint)."""
+    if not codes.is_vuid(health_card_id):
+        raise errors.CardNotFound()
     card = await Card.get_or_none(health_card_id=health_card_id).prefetch_related("identifier__person")
     if card is not None:
         if card.holder_account_id == account.account_id:
@@ -220,7 +222,10 @@ async def managers_of(holder: ResidentAccount, health_card_id: str) -> list[Card
 
 async def remove_manager(holder: ResidentAccount, health_card_id: str, manager_account_id: str) -> None:
     """The holder removes another account's management of their card."""
-    await managers_of(holder, health_card_id)
+    managers = await managers_of(holder, health_card_id)
+    # The id comes from the URL and may be anything: looked for among the card's managers first.
+    if manager_account_id not in {manager.account_id for manager in managers}:
+        raise errors.NotFound("no such manager")
     removed = await CardManager.filter(card_id=health_card_id, account_id=manager_account_id).delete()
     if not removed:
         raise errors.NotFound("no such manager")

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 
+from cardcore import access
 from cardcore.cache import StampedRecords
 from cardcore.clock import iso
+from cardcore.models import ClientKind
 from cardcore.runtime import Runtime
 from cashier import channels
 from cashier.channels.base import Channel, MerchantConfig
@@ -33,6 +35,7 @@ _built: dict[int, tuple[str, Channel]] = {}
 async def save_account(rt: Runtime, institution_id: str, config: MerchantConfig, enabled: bool = True) -> ChannelAccount:
     """Create or replace an institution's account at ``config.channel``."""
     channels.channel_class(config.channel)  # refuses an unknown channel code
+    await _require_institution(institution_id)
     sealed = rt.vault.encrypt_text(json.dumps(config.secrets, ensure_ascii=False))
     account, _ = await ChannelAccount.update_or_create(
         institution_id=institution_id,
@@ -120,7 +123,14 @@ async def open_channels(institution_id: str) -> list[str]:
     return sorted(rows)
 
 
+async def _require_institution(institution_id: str) -> None:
+    """Accounts belong to the platform or to a registered institution: NOT_FOUND for any other id."""
+    if institution_id != PLATFORM_ACCOUNT:
+        await access.get_client(institution_id, ClientKind.institution)
+
+
 async def list_accounts(institution_id: str) -> list[ChannelAccount]:
+    await _require_institution(institution_id)
     return await ChannelAccount.filter(institution_id=institution_id).order_by("channel")
 
 

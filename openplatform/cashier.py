@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import date
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 from sanic import Blueprint, Request
@@ -25,6 +26,7 @@ api = Blueprint("cashier_api", url_prefix="/cashier/v1")
 pages = Blueprint("cashier_pages", url_prefix="/cashier")
 
 ORDER_NO = "<order_no:[0-9]{28}>"
+NOTIFICATION_ID = "<notification_id:[0-9]{1,18}>"  # ids fit a signed 64-bit column
 CALLERS = (ClientKind.institution, ClientKind.terminal)
 PAYER_COOKIE = "ehc_payer"
 PAYER_TTL_S = 1800
@@ -46,7 +48,8 @@ class OrderLookup(BaseModel):
 
 
 class BillQuery(BaseModel):
-    date: date
+    # The day's bounds in UTC must be dates too: not the first or the last date there is.
+    date: Annotated[date, Field(gt=date.min, lt=date.max)]
 
 
 class CloseBody(StrictModel):
@@ -260,19 +263,19 @@ async def list_notifications(request: Request):
     return json(page([notifier.notification_view(n) for n in rows], cursor))
 
 
-@admin_api.get("/notifications/<notification_id:int>")
+@admin_api.get(f"/notifications/{NOTIFICATION_ID}")
 @admin_only
-async def get_notification(request: Request, notification_id: int):
+async def get_notification(request: Request, notification_id: str):
     """One notification with every delivery attempt."""
-    notification = await notifier.get_notification(notification_id)
-    return json(notifier.notification_view(notification, await notifier.attempts_of(notification_id)))
+    notification = await notifier.get_notification(int(notification_id))
+    return json(notifier.notification_view(notification, await notifier.attempts_of(notification.id)))
 
 
-@admin_api.post("/notifications/<notification_id:int>/resend")
+@admin_api.post(f"/notifications/{NOTIFICATION_ID}/resend")
 @admin_only
-async def resend_notification(request: Request, notification_id: int):
+async def resend_notification(request: Request, notification_id: str):
     """Deliver again now (a failed one restarts its retry schedule)."""
-    return json(notifier.notification_view(await notifier.resend(notification_id)))
+    return json(notifier.notification_view(await notifier.resend(int(notification_id))))
 
 
 @admin_api.get("/institutions/<institution_id:str>/channels")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from datetime import datetime, timezone
 from functools import wraps
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from sanic import Request
 from sanic_ext.extensions.openapi.builders import OperationStore
 
@@ -22,6 +23,19 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+def _utc_representable(moment: datetime) -> datetime:
+    try:
+        moment.astimezone(timezone.utc)  # how the database takes it
+    except OverflowError:
+        raise ValueError("is out of range once taken to UTC") from None
+    return moment
+
+
+# A time as API.md writes times (ISO 8601 with its offset: the hours of a day differ by
+# place), and one the database can hold.
+Moment = Annotated[AwareDatetime, AfterValidator(_utc_representable)]
+
+
 class PageQuery(BaseModel):
     limit: int = Field(50, ge=1, le=200)
     cursor: str | None = Field(None, max_length=128)
@@ -30,21 +44,41 @@ class PageQuery(BaseModel):
 class EventQuery(PageQuery):
     health_card_id: str | None = Field(None, pattern=r"^[0-9A-F]{64}$")
     result: str | None = Field(None, max_length=32, description="ok or an error code")
-    since: datetime | None = None
-    until: datetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
 
 
 class StatsQuery(BaseModel):
     group_by: str = Field("action,result", description="comma-separated: action, result, scene, code_type, institution_id, terminal_id")
-    since: datetime | None = None
-    until: datetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
 
     def fields(self, allowed: tuple[str, ...]) -> list[str]:
-        names = [n.strip() for n in self.group_by.split(",") if n.strip()]
+        names = list(dict.fromkeys(n.strip() for n in self.group_by.split(",") if n.strip()))
         unknown = sorted(set(names) - set(allowed))
         if not names or unknown:
             raise ValidationFailed(f"group_by takes {', '.join(allowed)}")
         return names
+
+
+def _nul_field(value, path: str = "") -> str | None:
+    """Where a NUL character is in parsed JSON (a field path), or None."""
+    if isinstance(value, str):
+        return (path or "(body)") if "\x00" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        where = f"{path}.{key}" if path else str(key)
+        found = where if "\x00" in where else _nul_field(item, where)
+        if found:
+            return found
+    return None
+
+
+def _refuse_nul(data) -> None:
+    """No text of this API holds NUL: PostgreSQL cannot store it, so it is refused here."""
+    where = _nul_field(data)
+    if where is not None:
+        raise ValidationFailed(details=[{"field": where.replace("\x00", "\\u0000"), "problem": "NUL characters (\\u0000) are not allowed"}])
 
 
 def parse_model(model: type[M], data) -> M:
@@ -59,7 +93,7 @@ def parse_json(request: Request, model: type[M]) -> M:
         raise ValidationFailed("a JSON body is required")
     try:
         # pydantic reads the JSON and validates in one pass: a third of json.loads + model_validate.
-        return model.model_validate_json(request.body)
+        parsed = model.model_validate_json(request.body)
     except ValidationError as exc:
         problem = exc.errors(include_url=False, include_input=False)[0]
         if problem["type"] == "json_invalid":
@@ -67,6 +101,9 @@ def parse_json(request: Request, model: type[M]) -> M:
         if problem["type"] == "model_type" and not problem["loc"]:
             raise ValidationFailed("the JSON body must be an object") from None
         raise ValidationFailed(details=validation_details(exc)) from None
+    if b"\\u0000" in request.body:  # a NUL can only come escaped; read again only then
+        _refuse_nul(json.loads(request.body))
+    return parsed
 
 
 def parse_optional_json(request: Request, model: type[M]) -> M:
@@ -76,7 +113,9 @@ def parse_optional_json(request: Request, model: type[M]) -> M:
 
 def parse_query(request: Request, model: type[M]) -> M:
     # Repeated parameters are not part of the API; the first value counts.
-    return parse_model(model, {k: v[0] for k, v in request.args.items()})
+    data = {k: v[0] for k, v in request.args.items()}
+    _refuse_nul(data)
+    return parse_model(model, data)
 
 
 def openapi_schema(model: type[BaseModel]) -> dict:

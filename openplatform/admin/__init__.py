@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import Field
 from sanic import Blueprint, Request
 from sanic.response import json
@@ -13,7 +11,7 @@ from cardcore.verify import lockouts as verify_lockouts
 from cardcore.models import ClientKind, ClientStatus
 from openplatform.auth import signed
 from openplatform.presenters import client_view, credentials_view, page
-from openplatform.validation import EventQuery, PageQuery, StatsQuery, StrictModel, json_body, parse_query
+from openplatform.validation import EventQuery, Moment, PageQuery, StatsQuery, StrictModel, json_body, parse_query
 
 bp = Blueprint("admin", url_prefix="/admin/v1")
 
@@ -148,8 +146,8 @@ class AuditQuery(PageQuery):
     subject: str | None = Field(None, max_length=64, description="health card id or EMPI id")
     actor: str | None = Field(None, max_length=40, description="client id of who acted")
     action: str | None = Field(None, max_length=32, description="an action, or a prefix ending in '.' (card.)")
-    since: datetime | None = None
-    until: datetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
 
 
 @bp.get("/audit-events")

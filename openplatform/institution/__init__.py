@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 
 from pydantic import Field, model_validator
 from sanic import Blueprint, Request
@@ -16,7 +15,7 @@ from cardcore.pii import mask_name
 from cardcore.verify import verify_code
 from openplatform.auth import authorise_terminal, signed
 from openplatform.presenters import client_view, credentials_view, page
-from openplatform.validation import EventQuery, PageQuery, StatsQuery, StrictModel, json_body, parse_query
+from openplatform.validation import EventQuery, Moment, PageQuery, StatsQuery, StrictModel, json_body, parse_query
 
 bp = Blueprint("institution", url_prefix="/inst/v1")
 
@@ -118,14 +117,12 @@ class UsageBody(StrictModel):
     qr_code_text: str | None = Field(None, max_length=512)
     scene: str
     department: str = Field("", max_length=64)
-    occurred_at: datetime
+    occurred_at: Moment
 
     @model_validator(mode="after")
     def _one_card_reference(self) -> "UsageBody":
         if bool(self.health_card_id) == bool(self.qr_code_text):
             raise ValueError("give either health_card_id or qr_code_text")
-        if self.occurred_at.tzinfo is None:
-            raise ValueError("occurred_at needs a UTC offset")
         return self
 
 

@@ -1,6 +1,7 @@
 """Signed access (API.md "Conventions") and access management (SPEC §5) over HTTP."""
 
 import logging
+from urllib.parse import quote
 
 import pytest
 
@@ -180,6 +181,34 @@ async def test_bad_bodies_get_clear_errors(http, admin):
     assert_refused(await http.post("/inst/v1/register", content=b"{not json"), 400, "BAD_REQUEST")
     assert_refused(await http.post("/inst/v1/register"), 422, "VALIDATION_ERROR")
     assert_refused(await admin.post("/admin/v1/institutions/ins_nobody/approve"), 404, "NOT_FOUND")
+
+
+async def test_client_ids_and_cursors_no_client_can_have_are_refused(admin):
+    """Regression (fuzz): ids and cursors longer than the column were a 500."""
+    for client_id in ("ins_" + "0" * 40, quote("健康卡" * 5, safe="")):
+        for reply in (
+            await admin.get(f"/admin/v1/institutions/{client_id}"),
+            await admin.post(f"/admin/v1/institutions/{client_id}/approve"),
+            await admin.patch(f"/admin/v1/institutions/{client_id}", {"scopes": []}),
+            await admin.get(f"/admin/v1/institutions/{client_id}/channels"),
+        ):
+            assert_refused(reply, 404, "NOT_FOUND")
+    assert_refused(await admin.get("/admin/v1/institutions?cursor=" + "0" * 41), 422, "VALIDATION_ERROR")
+
+
+async def test_names_with_a_nul_character_are_refused_and_not_stored(http, admin, institution):
+    """Regression (fuzz): PostgreSQL cannot store NUL, so these were a 500 there."""
+    clients = await Client.all().count()
+    for reply in (
+        await http.post("/inst/v1/register", json={"name": "测试\x00医院"}),
+        await institution.post("/inst/v1/terminals", {"name": "窗口\x00"}),
+        await admin.post("/admin/v1/admins", {"name": "\x00"}),
+        await admin.post(f"/admin/v1/institutions/{institution.client_id}/disable", {"reason": "违规\x00"}),
+    ):
+        assert_refused(reply, 422, "VALIDATION_ERROR")
+        assert "NUL" in reply.json()["details"][0]["problem"]
+    assert await Client.all().count() == clients
+    assert (await institution.get("/inst/v1/me")).status_code == 200  # not disabled
 
 
 async def test_registration_is_rate_limited_per_address(app, http):

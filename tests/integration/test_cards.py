@@ -3,6 +3,7 @@
 import asyncio
 import io
 import time
+from urllib.parse import quote
 
 import pytest
 import zxingcpp
@@ -11,7 +12,7 @@ from tortoise import connections
 
 from cardcore import codeevents, otp, signing
 from cardcore.codes import CodeText, parse_code_text, seal_valid
-from cardcore.models import CodeEvent
+from cardcore.models import CodeEvent, UsageReport
 from cardcore.verify import STATIC_CODE_OTP, issue_dynamic_code
 from cardcore.audit import Actor
 from tests.factories import resident
@@ -78,6 +79,19 @@ async def test_read_card_masks_identity_unless_scope_allows(admin, institution, 
     full = (await institution.get(f"/inst/v1/cards/{card['health_card_id']}")).json()
     assert "*" not in full["id_number"] and full["id_number"].startswith("610102")
     assert_refused(await institution.get("/inst/v1/cards/" + "0" * 64), 404, "CARD_NOT_FOUND")
+
+
+@pytest.mark.parametrize("card_id", ["A" * 65, "a" * 64, "健康卡" * 10, "::\x80𐀀"])
+async def test_a_card_id_no_card_can_have_is_not_found(institution, card_id):
+    """Regression (fuzz): ids longer than the column were a 500 (the ORM checks a filter's length)."""
+    path = "/inst/v1/cards/" + quote(card_id, safe="")
+    for reply in (
+        await institution.get(path),
+        await institution.get(path + "/label.png"),
+        await institution.patch(path, {"address": "西安"}),
+        await institution.post(path + "/freeze", {}),
+    ):
+        assert_refused(reply, 404, "CARD_NOT_FOUND")
 
 
 async def test_operators_read_the_audit_trail_of_a_card(admin, institution, terminal, card):
@@ -271,6 +285,25 @@ async def test_usage_report(terminal, card):
     assert_refused(await terminal.post("/inst/v1/usage", {"scene": "pharmacy", "occurred_at": body["occurred_at"]}), 422, "VALIDATION_ERROR")
 
 
+async def test_usage_report_with_a_nul_character_is_refused_and_not_stored(terminal, card):
+    """Regression (fuzz): PostgreSQL cannot store NUL, so such a report was a 500 there."""
+    body = {"health_card_id": card["health_card_id"], "scene": "pharmacy", "department": "西药\x00房", "occurred_at": "2026-11-22T09:30:00+08:00"}
+    reply = await terminal.post("/inst/v1/usage", body)
+    assert_refused(reply, 422, "VALIDATION_ERROR")
+    assert reply.json()["details"][0]["field"] == "department"
+    assert not await UsageReport.filter(health_card_id=card["health_card_id"]).exists()
+
+
+@pytest.mark.parametrize("occurred_at", ["2026-11-22T09:30:00", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+async def test_usage_report_times_need_an_offset_and_a_place_in_utc(terminal, card, occurred_at):
+    """Regression (fuzz): a time that has no UTC equivalent was a 500 on PostgreSQL."""
+    body = {"health_card_id": card["health_card_id"], "scene": "pharmacy", "occurred_at": occurred_at}
+    reply = await terminal.post("/inst/v1/usage", body)
+    assert_refused(reply, 422, "VALIDATION_ERROR")
+    assert reply.json()["details"][0]["field"] == "occurred_at"
+    assert not await UsageReport.filter(health_card_id=card["health_card_id"]).exists()
+
+
 async def test_label_png_decodes_to_the_static_code(terminal, card):
     reply = await terminal.get(f"/inst/v1/cards/{card['health_card_id']}/label.png")
     assert reply.status_code == 200 and reply.headers["content-type"] == "image/png"
@@ -317,6 +350,27 @@ async def test_events_and_statistics_are_queryable(rt, admin, institution, termi
     by_institution = (await admin.get("/admin/v1/code-stats?group_by=institution_id,action")).json()["items"]
     assert {"institution_id": institution.client_id, "action": "verify", "count": 2} in by_institution
     assert_refused(await admin.get("/admin/v1/code-stats?group_by=name"), 422, "VALIDATION_ERROR")
+    # Regression (fuzz): a field named twice was a 500; it groups once.
+    twice = (await institution.get("/inst/v1/code-stats?group_by=scene,result,scene")).json()["items"]
+    assert {"scene": "examination", "result": "ok", "count": 1} in twice
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "cursor=%C2%B2",  # "²" passed str.isdigit() and failed int(): a 500
+        "cursor=" + "9" * 19,  # past a 64-bit id: a 500
+        "since=2026-11-22T09:30:00",  # no offset: silently read as UTC
+        "until=2026-11-22",
+        "since=0001-01-01T00:00:00%2B01:00",  # before the first UTC moment: a 500 on PostgreSQL
+        "result=ok%00",  # NUL: a 500 on PostgreSQL
+    ],
+)
+async def test_event_queries_refuse_what_cannot_be_meant(admin, institution, query):
+    assert_refused(await institution.get(f"/inst/v1/code-events?{query}"), 422, "VALIDATION_ERROR")
+    assert_refused(await admin.get(f"/admin/v1/code-events?{query}"), 422, "VALIDATION_ERROR")
+    if not query.startswith("result"):
+        assert_refused(await admin.get(f"/admin/v1/audit-events?{query}"), 422, "VALIDATION_ERROR")
 
 
 async def test_lockouts_are_visible_to_admins(rt, admin, terminal, card):

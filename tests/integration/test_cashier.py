@@ -25,7 +25,7 @@ from cardcore import signing
 from cardcore.clock import utcnow
 from cashier import accounts, notifier, orders, sweeper
 from cashier.channels.dev import mock_merchant_configs
-from cashier.models import Notification, NotificationAttempt, NotificationStatus, Order, Refund
+from cashier.models import ChannelAccount, Notification, NotificationAttempt, NotificationStatus, Order, Refund
 from tests.conftest import register_institution
 from tests.flows import (
     assert_refused, confirm, eventually, new_order, open_pay_page, order_body, pay_through, received, strong_account,
@@ -210,6 +210,18 @@ async def test_an_admins_change_to_a_channel_account_holds_from_the_next_payment
     reopened = await admin.request("PUT", path, {**body, "enabled": True})
     assert reopened.status_code == 200 and reopened.json()["enabled"] is True
     assert (await pay_through(http, second, "wechat_h5"))["action"] == "redirect"
+
+
+async def test_accounts_of_an_institution_that_does_not_exist_are_refused(admin, settings):
+    """Regression (fuzz): an unknown id was stored as an account nobody uses, a long one was a 500."""
+    wechat = mock_merchant_configs(settings)["wechat"]
+    body = {"merchant_id": wechat.merchant_id, "secrets": wechat.secrets}
+    for institution_id in ("ins_nobody", "ins_" + "0" * 40):
+        path = f"/admin/v1/institutions/{institution_id}/channels"
+        assert_refused(await admin.request("PUT", f"{path}/wechat", body), 404, "NOT_FOUND")
+        assert_refused(await admin.get(path), 404, "NOT_FOUND")
+    assert not await ChannelAccount.filter(institution_id="ins_nobody").exists()
+    assert (await admin.get(f"/admin/v1/institutions/{accounts.PLATFORM_ACCOUNT}/channels")).status_code == 200
 
 
 async def test_paid_or_expired_orders_cannot_be_paid(http, hospital, settings):
@@ -477,6 +489,13 @@ async def test_failed_notifications_are_listed_and_resent_by_admins(http, rt, ad
     assert_refused(await admin.post("/admin/v1/notifications/999999999/resend"), 404, "NOTIFICATION_NOT_FOUND")
 
 
+async def test_notification_ids_past_a_64_bit_column_are_not_found(admin):
+    """Regression (fuzz): the database refused the number, a 500."""
+    too_long = "9" * 22
+    assert_refused(await admin.get(f"/admin/v1/notifications/{too_long}"), 404, "NOT_FOUND")
+    assert_refused(await admin.post(f"/admin/v1/notifications/{too_long}/resend"), 404, "NOT_FOUND")
+
+
 # --- refunds ---------------------------------------------------------------------------------
 
 
@@ -691,6 +710,9 @@ async def test_institution_bill_lists_the_days_payments_and_refunds(http, hospit
     mine = [r for r in rows if len(r) > 2 and r[1] == order["order_no"]]
     assert [(r[5], r[6]) for r in mine] == [("支付", "5000"), ("退款", "-1200")]
     assert_refused(await hospital.get("/cashier/v1/bills?date=yesterday"), 422, "VALIDATION_ERROR")
+    # Regression (fuzz): the first and the last date have no day bounds in UTC, a 500.
+    for date in ("0001-01-01", "9999-12-31"):
+        assert_refused(await hospital.get(f"/cashier/v1/bills?date={date}"), 422, "VALIDATION_ERROR")
 
 
 async def test_mini_program_pays_with_its_login_code(http, hospital, settings):

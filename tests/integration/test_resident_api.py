@@ -4,6 +4,8 @@ Residents log in by phone here (the SMS mock answers in process); WeChat and Ali
 logins drive the real SDKs against a running server in tests/e2e.
 """
 
+from urllib.parse import quote
+
 from tests.factories import resident
 from tests.flows import assert_refused, claimed, known_person, log_in, new_phone, strong_account
 
@@ -63,6 +65,18 @@ async def test_another_accounts_card_is_not_found(http):
         assert card_id not in reply.text.replace(path, "")
     assert_refused(await stranger.post(f"/mp/v1/cards/{card_id}/codes/dynamic"), 404, "CARD_NOT_FOUND")
     assert_refused(await stranger.post("/mp/v1/auth/sms", {"health_card_id": card_id}), 404, "CARD_NOT_FOUND")
+
+
+async def test_ids_no_card_or_account_can_have_are_not_found(http):
+    """Regression (fuzz): ids longer than their column were a 500 (the ORM checks a filter's length)."""
+    owner, card = await claimed(http)
+    for card_id in ("A" * 65, quote("健康卡" * 10, safe="")):
+        for path in (f"/mp/v1/cards/{card_id}", f"/mp/v1/cards/{card_id}/managers", f"/mp/v1/cards/{card_id}/usage"):
+            assert_refused(await owner.get(path), 404, "CARD_NOT_FOUND")
+        assert_refused(await owner.delete(f"/mp/v1/cards/{card_id}/managers/me"), 404, "CARD_NOT_FOUND")
+    for account_id in ("acc_" + "0" * 40, quote("健康卡", safe="")):
+        reply = await owner.delete(f"/mp/v1/cards/{card['health_card_id']}/managers/{account_id}")
+        assert_refused(reply, 404, "NOT_FOUND")
 
 
 async def test_sms_strong_auth_limits_and_lockout(http):
