@@ -39,10 +39,13 @@ log = logging.getLogger("ehc.cashier.notifier")
 
 # Delay before each retry, as the channels schedule theirs (SPEC §6): 15 retries after the first try.
 RETRY_SCHEDULE_S = (15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600)
-CONCURRENT_DELIVERIES = 32
-# A worker with every slot busy claims again once this many are free (or a poll has passed):
-# one claim per few deliveries rather than one per delivery.
+CONCURRENT_DELIVERIES = 48
+# Slots no single institution may take, kept for the others' notifications that come due.
+RESERVED_FOR_OTHERS = CONCURRENT_DELIVERIES // 3
+# A worker with every slot busy claims again once this many are free (or a poll has passed),
+# and claims at most this often: under load one claim takes several deliveries' rows.
 REFILL_AT = CONCURRENT_DELIVERIES // 4
+CLAIM_INTERVAL_S = 0.05
 # Due rows looked at per row claimed, so that rows of several institutions can share a pass.
 CANDIDATES_PER_ROW = 4
 ACCEPTED_ANSWER = "SUCCESS"
@@ -113,9 +116,9 @@ def wake() -> None:
 
 
 def _share(slots: int, institutions: int) -> int:
-    """Most slots one of ``institutions`` may hold at once: never more than half, so that
-    there is room for an institution whose notifications come due later."""
-    return -(-slots // max(2, institutions))
+    """Most slots one of ``institutions`` may hold at once: an equal part, and never so many
+    that there is no room left for an institution whose notifications come due later."""
+    return min(-(-slots // max(1, institutions)), slots - RESERVED_FOR_OTHERS)
 
 
 async def _claim(owner: str, lease_s: int, limit: int, slots: int, busy: dict[str, str]) -> list[Notification]:
@@ -325,8 +328,12 @@ async def deliver_continuously(
     """A worker's delivery loop: claims as slots free up and as notifications come due, until
     ``stopping`` is set; then lets the deliveries under way finish and be recorded."""
     deliveries = Deliveries(rt, http, owner)
+    next_claim = 0.0
     try:
         while not stopping.is_set():
+            if (pause := next_claim - time.monotonic()) > 0:
+                await asyncio.sleep(pause)
+            next_claim = time.monotonic() + CLAIM_INTERVAL_S
             wanted = deliveries.free
             try:
                 claimed = await deliveries.fill()
