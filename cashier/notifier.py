@@ -46,7 +46,7 @@ RESERVED_FOR_OTHERS = CONCURRENT_DELIVERIES // 3
 # and claims at most this often: under load one claim takes several deliveries' rows.
 REFILL_AT = CONCURRENT_DELIVERIES // 4
 CLAIM_INTERVAL_S = 0.05
-# Due rows looked at per row claimed, so that rows of several institutions can share a pass.
+# Due rows looked at per row claimed, so that rows of several institutions can share a claim.
 CANDIDATES_PER_ROW = 4
 ACCEPTED_ANSWER = "SUCCESS"
 # How much of an institution's answer is read: enough for "SUCCESS" or the start of a refusal.
