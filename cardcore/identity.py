@@ -8,6 +8,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from cardcore.text import Readable
+
 # WS 364 CV02.01.101 身份证件类别代码
 ID_TYPES = {
     "01": "居民身份证",
@@ -89,13 +91,13 @@ def _check_birth_date(value: date) -> date:
     return value
 
 
-Name = Annotated[str, Field(min_length=1, max_length=64, description="姓名"), AfterValidator(_check_name)]
+Name = Annotated[str, Field(min_length=1, max_length=64, description="姓名"), Readable, AfterValidator(_check_name)]
 Gender = Annotated[str, Field(description="GB/T 2261.1: 1 男, 2 女, 0 未知, 9 未说明"), AfterValidator(_check_gender)]
 Nation = Annotated[str, Field(pattern=r"^(\d{2})?$", description="民族, GB 3304 code, e.g. 01 汉族")]
 BirthDate = Annotated[date, AfterValidator(_check_birth_date)]
 IdType = Annotated[str, Field(description="WS 364 CV02.01.101: 01 居民身份证 … 99 其他"), AfterValidator(_check_id_type)]
 Phone = Annotated[str, Field(description="mainland mobile number"), AfterValidator(_check_phone)]
-Address = Annotated[str, Field(max_length=200)]
+Address = Annotated[str, Field(max_length=200), Readable]
 
 
 class Identity(BaseModel):

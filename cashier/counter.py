@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +21,7 @@ from cardcore import crypto
 from cardcore.audit import Actor
 from cardcore.codes import parse_code_text
 from cardcore.runtime import Runtime
+from cardcore.text import Readable
 from cardcore.verify import verify_code
 from cashier import accounts, channels
 from cashier.channels.base import ChannelRefused, ChannelUnreachable, PaymentState
@@ -48,10 +50,10 @@ class MicropayRequest(BaseModel):
     qr_code_text: str = Field(min_length=1, max_length=512, description="combined code or channel payment code, as scanned")
     out_trade_no: str = Field(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_\-|*@.]+$")
     amount_fen: int = Field(ge=1, le=MAX_AMOUNT_FEN, strict=True)
-    subject: str = Field(min_length=1, max_length=128)
+    subject: Annotated[str, Field(min_length=1, max_length=128), Readable]
     order_type: str = Field("outpatient", pattern="^(registration|outpatient|deposit|prescription)$")
     terminal_id: str | None = Field(None, max_length=40)
-    notify_url: str = Field("", max_length=512, pattern=r"^(https?://\S+)?$", description="optional: also notify the result like any order")
+    notify_url: Annotated[str, Field(max_length=512, pattern=r"^(https?://\S+)?$", description="optional: also notify the result like any order"), Readable] = ""
 
     def digest(self) -> str:
         fields = self.model_dump(exclude={"terminal_id"})

@@ -13,7 +13,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tortoise.exceptions import IntegrityError
@@ -24,6 +24,7 @@ from cardcore.errors import CardNotFound, ValidationFailed
 from cardcore.models import Card
 from cardcore.clock import as_utc, iso, utcnow
 from cardcore.runtime import Runtime
+from cardcore.text import Readable
 from cashier import accounts, channels, notifier
 from cashier.channels.base import ChannelRefused, PayAction, PaymentRequest, PaymentState, new_order_no
 from cashier.errors import AmountMismatch, DuplicateOutTradeNo, OrderAlreadyPaid, OrderNotFound, OrderNotPayable
@@ -44,11 +45,11 @@ class OrderRequest(BaseModel):
 
     out_trade_no: str = Field(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_\-|*@.]+$")
     amount_fen: int = Field(ge=1, le=MAX_AMOUNT_FEN, strict=True, description="integer fen")
-    subject: str = Field(min_length=1, max_length=128)
+    subject: Annotated[str, Field(min_length=1, max_length=128), Readable]
     order_type: Literal["registration", "outpatient", "deposit", "prescription"]
     health_card_id: str | None = Field(None, pattern=r"^[0-9A-F]{64}$")
-    notify_url: str = Field(max_length=512, description="where the platform POSTs the signed result")
-    return_url: str = Field("", max_length=512, description="where the cashier page sends the resident afterwards")
+    notify_url: Annotated[str, Field(max_length=512, description="where the platform POSTs the signed result"), Readable]
+    return_url: Annotated[str, Field(max_length=512, description="where the cashier page sends the resident afterwards"), Readable] = ""
     expire_minutes: int | None = Field(None, ge=1, le=7 * 24 * 60)
 
     @field_validator("notify_url", "return_url")

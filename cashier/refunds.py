@@ -9,6 +9,7 @@ query settles the refund (``settle_refund``), each exactly once.
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 from tortoise.exceptions import IntegrityError
@@ -16,6 +17,7 @@ from tortoise.transactions import in_transaction
 
 from cardcore.clock import as_utc, iso, utcnow
 from cardcore.runtime import Runtime
+from cardcore.text import Readable
 from cashier import accounts, notifier
 from cashier.channels.base import ChannelRefused, ChannelUnreachable, RefundState, new_order_no
 from cashier.errors import (
@@ -40,7 +42,7 @@ class RefundRequest(BaseModel):
 
     out_refund_no: str = Field(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_\-|*@.]+$")
     amount_fen: int = Field(ge=1, strict=True, description="integer fen")
-    reason: str = Field("", max_length=255)
+    reason: Annotated[str, Field(max_length=255), Readable] = ""
 
 
 async def create_refund(rt: Runtime, institution_id: str, order_no: str, request: RefundRequest) -> tuple[Refund, bool]:

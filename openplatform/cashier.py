@@ -15,12 +15,13 @@ from sanic.response import HTTPResponse, html, json, redirect, text
 
 from cardcore import errors
 from cardcore.models import ClientKind
+from cardcore.text import Readable
 from cashier import accounts, bills, callbacks, counter, notifier, orders, refunds
 from cashier.channels.base import MerchantConfig
 from openplatform.auth import authorise_terminal, signed
 from openplatform.h5 import render
 from openplatform.presenters import page
-from openplatform.validation import PageQuery, StrictModel, json_body, parse_optional_json, parse_query
+from openplatform.validation import PageQuery, StrictModel, json_body, parse_query
 
 api = Blueprint("cashier_api", url_prefix="/cashier/v1")
 pages = Blueprint("cashier_pages", url_prefix="/cashier")
@@ -53,7 +54,7 @@ class BillQuery(BaseModel):
 
 
 class CloseBody(StrictModel):
-    reason: str = Field("", max_length=255)
+    reason: Annotated[str, Field(max_length=255), Readable] = ""
 
 
 @api.post("/orders")
@@ -81,9 +82,9 @@ async def get_order(request: Request, order_no: str):
 
 @api.post(f"/orders/{ORDER_NO}/close")
 @signed(*CALLERS, function="cashier.orders")
-async def close_order(request: Request, order_no: str):
+@json_body(CloseBody, required=False)
+async def close_order(request: Request, order_no: str, body: CloseBody):
     """Close an unpaid order, also at its channel; a paid one is refused (refund it)."""
-    body = parse_optional_json(request, CloseBody)
     institution_id = request.ctx.caller.institution_id
     order = await orders.close_order(_rt(request), order_no, institution_id, body.reason or "closed by institution")
     return _order_json(request, order)

@@ -145,18 +145,22 @@ def keep_openapi(wrapper, handler):
     return wrapper
 
 
-def json_body(model: type[BaseModel]):
-    """Parse and validate the JSON body into ``body=``, and document it in OpenAPI."""
+def json_body(model: type[BaseModel], *, required: bool = True):
+    """Parse and validate the JSON body into ``body=``, and document it in OpenAPI.
+
+    With ``required=False`` an empty body means every field at its default.
+    """
+    parse = parse_json if required else parse_optional_json
 
     def decorator(handler):
         @wraps(handler)
         async def wrapper(request: Request, *args, **kwargs):
-            return await handler(request, *args, body=parse_json(request, model), **kwargs)
+            return await handler(request, *args, body=parse(request, model), **kwargs)
 
         # Described in sanic-ext's store directly: its openapi.body decorator would also wrap
         # the handler in a layer of its own that runs on every request.
         keep_openapi(wrapper, handler)
-        OperationStore()[wrapper].body({"application/json": openapi_schema(model)}, required=True)
+        OperationStore()[wrapper].body({"application/json": openapi_schema(model)}, required=required)
         return wrapper
 
     return decorator

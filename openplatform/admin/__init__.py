@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 from sanic import Blueprint, Request
 from sanic.response import json
@@ -9,6 +11,7 @@ from sanic.response import json
 from cardcore import access, audit, reports
 from cardcore.verify import lockouts as verify_lockouts
 from cardcore.models import ClientKind, ClientStatus
+from cardcore.text import Readable
 from openplatform.auth import signed
 from openplatform.presenters import client_view, credentials_view, page
 from openplatform.validation import EventQuery, Moment, PageQuery, StatsQuery, StrictModel, json_body, parse_query
@@ -32,7 +35,7 @@ class ClientListQuery(PageQuery):
 
 
 class DisableBody(StrictModel):
-    reason: str = Field("", max_length=255)
+    reason: Annotated[str, Field(max_length=255), Readable] = ""
 
 
 class PolicyBody(StrictModel):
@@ -42,7 +45,7 @@ class PolicyBody(StrictModel):
 
 
 class NewAdminBody(StrictModel):
-    name: str = Field(min_length=1, max_length=128)
+    name: Annotated[str, Field(min_length=1, max_length=128), Readable]
 
 
 @bp.get("/functions")

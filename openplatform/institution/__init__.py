@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
 from pydantic import Field, model_validator
 from sanic import Blueprint, Request
@@ -12,6 +13,7 @@ from cardcore import access, cards, qrimage, ratelimit, reports, strongauth, usa
 from cardcore.identity import Identity, PersonUpdate
 from cardcore.models import ClientKind
 from cardcore.pii import mask_name
+from cardcore.text import Readable
 from cardcore.verify import verify_code
 from openplatform.auth import authorise_terminal, signed
 from openplatform.presenters import client_view, credentials_view, page
@@ -21,11 +23,11 @@ bp = Blueprint("institution", url_prefix="/inst/v1")
 
 
 class RegistrationBody(StrictModel):
-    name: str = Field(min_length=2, max_length=128, description="institution name, e.g. 西安市第一医院")
+    name: Annotated[str, Field(min_length=2, max_length=128, description="institution name, e.g. 西安市第一医院"), Readable]
 
 
 class TerminalBody(StrictModel):
-    name: str = Field(min_length=1, max_length=128, description="where it stands, e.g. 门诊一楼挂号窗口 3")
+    name: Annotated[str, Field(min_length=1, max_length=128, description="where it stands, e.g. 门诊一楼挂号窗口 3"), Readable]
     ip_allowlist: list[str] = Field(default_factory=list, max_length=64)
 
 
@@ -116,7 +118,7 @@ class UsageBody(StrictModel):
     health_card_id: str | None = Field(None, pattern=r"^[0-9A-F]{64}$")
     qr_code_text: str | None = Field(None, max_length=512)
     scene: str
-    department: str = Field("", max_length=64)
+    department: Annotated[str, Field(max_length=64), Readable] = ""
     occurred_at: Moment
 
     @model_validator(mode="after")
@@ -127,7 +129,7 @@ class UsageBody(StrictModel):
 
 
 class StatusChangeBody(StrictModel):
-    reason: str = Field("", max_length=255)
+    reason: Annotated[str, Field(max_length=255), Readable] = ""
 
 
 def _card_response(request: Request, card, status: int = 200):

@@ -196,17 +196,19 @@ async def test_client_ids_and_cursors_no_client_can_have_are_refused(admin):
     assert_refused(await admin.get("/admin/v1/institutions?cursor=" + "0" * 41), 422, "VALIDATION_ERROR")
 
 
-async def test_names_with_a_nul_character_are_refused_and_not_stored(http, admin, institution):
-    """Regression (fuzz): PostgreSQL cannot store NUL, so these were a 500 there."""
+@pytest.mark.parametrize("hidden", ["\x00", "\x1b", "\u202e"])
+async def test_names_with_hidden_characters_are_refused_and_not_stored(http, admin, institution, hidden):
+    """Regression (fuzz): PostgreSQL cannot store NUL, so these were a 500 there; control and
+    bidirectional formatting characters make a name read as something it is not."""
     clients = await Client.all().count()
     for reply in (
-        await http.post("/inst/v1/register", json={"name": "测试\x00医院"}),
-        await institution.post("/inst/v1/terminals", {"name": "窗口\x00"}),
-        await admin.post("/admin/v1/admins", {"name": "\x00"}),
-        await admin.post(f"/admin/v1/institutions/{institution.client_id}/disable", {"reason": "违规\x00"}),
+        await http.post("/inst/v1/register", json={"name": f"测试{hidden}医院"}),
+        await institution.post("/inst/v1/terminals", {"name": f"窗口{hidden}"}),
+        await admin.post("/admin/v1/admins", {"name": hidden}),
+        await admin.post(f"/admin/v1/institutions/{institution.client_id}/disable", {"reason": f"违规{hidden}"}),
     ):
         assert_refused(reply, 422, "VALIDATION_ERROR")
-        assert "NUL" in reply.json()["details"][0]["problem"]
+        assert f"U+{ord(hidden):04X}" in reply.json()["details"][0]["problem"]
     assert await Client.all().count() == clients
     assert (await institution.get("/inst/v1/me")).status_code == 200  # not disabled
 

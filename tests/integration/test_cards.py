@@ -58,6 +58,8 @@ async def test_same_number_under_another_name_is_refused(terminal):
         ({"phone": "12345"}, "phone"),
         ({"id_type": "42"}, "id_type"),
         ({"birth_date": "2999-01-01"}, "birth_date"),
+        ({"name": "张\u202e三"}, "U+202E"),
+        ({"address": "西安市\n雁塔区"}, "U+000A"),
     ],
 )
 async def test_invalid_identity_is_refused_with_the_reason(terminal, change, field):

@@ -114,6 +114,9 @@ async def test_concurrent_creation_makes_one_order(hospital, settings):
         ({"order_type": "lottery"}, "order_type"),
         ({"health_card_id": "not-a-card"}, "health_card_id"),
         ({"surprise": 1}, "surprise"),
+        ({"subject": "挂号费\u202egpj.exe"}, "subject"),
+        ({"subject": "挂号费\x07"}, "subject"),
+        ({"notify_url": "https://his.example/notify\x01"}, "notify_url"),
     ],
 )
 async def test_bad_orders_get_clear_errors(hospital, settings, change, field):

@@ -72,6 +72,8 @@ async def test_openapi_document_lists_the_cashier(http):
     create = paths["/cashier/v1/orders"]["post"]
     schema = create["requestBody"]["content"]["application/json"]["schema"]
     assert {"out_trade_no", "amount_fen", "notify_url"} <= set(schema["required"])
+    close = paths["/cashier/v1/orders/{order_no}/close"]["post"]["requestBody"]
+    assert close["required"] is False and "reason" in close["content"]["application/json"]["schema"]["properties"]
     assert any("/refunds" in p for p in paths) and any(p.startswith("/cashier/notify/") for p in paths)
 
 
