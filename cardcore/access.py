@@ -251,7 +251,9 @@ CLIENT_RECORDS: StampedRecords[AuthClient | None] = StampedRecords(
 
 
 def _valid_client_id(client_id: str) -> bool:
-    return bool(client_id) and len(client_id) <= 40
+    # The ids handed out are short printable ASCII. Anything else names no client, and a
+    # header's undecodable bytes (surrogates) could not even be a cache key.
+    return bool(client_id) and len(client_id) <= 40 and client_id.isascii() and client_id.isprintable()
 
 
 async def client_for_auth(rt: Runtime, client_id: str) -> AuthClient | None:

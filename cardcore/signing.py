@@ -8,6 +8,7 @@ knows the scheme, so the notifier, the partner SDK and the tests sign the same w
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -23,6 +24,10 @@ PLATFORM_CLIENT_ID = "platform"
 
 NONCE_MIN_LENGTH = 16
 NONCE_MAX_LENGTH = 64
+
+# ASCII only: str.isdigit() and int() also take other scripts' digits ('²', '١').
+_TIMESTAMP = re.compile(r"[0-9]{1,16}")
+_SIGNATURE = re.compile(r"[0-9a-f]{64}")
 
 
 def string_to_sign(method: str, path_with_query: str, timestamp: str, nonce: str, body: bytes) -> bytes:
@@ -87,13 +92,13 @@ def read_signed_parts(headers) -> SignedParts:
             raise MalformedSignatureHeaders(f"missing {name} header")
         values[name] = value.strip()
     timestamp = values[HEADER_TIMESTAMP]
-    if not timestamp.isdigit() or len(timestamp) > 16:
+    if not _TIMESTAMP.fullmatch(timestamp):
         raise MalformedSignatureHeaders(f"{HEADER_TIMESTAMP} must be unix milliseconds")
     nonce = values[HEADER_NONCE]
     if not NONCE_MIN_LENGTH <= len(nonce) <= NONCE_MAX_LENGTH or not nonce.isascii() or not nonce.isprintable():
         raise MalformedSignatureHeaders(f"{HEADER_NONCE} must be {NONCE_MIN_LENGTH}-{NONCE_MAX_LENGTH} printable ASCII characters")
     sig = values[HEADER_SIGNATURE].lower()
-    if len(sig) != 64:
+    if not _SIGNATURE.fullmatch(sig):
         raise MalformedSignatureHeaders(f"{HEADER_SIGNATURE} must be 64 hex characters")
     return SignedParts(values[HEADER_CLIENT], int(timestamp), timestamp, nonce, sig)
 

@@ -24,7 +24,7 @@ log = logging.getLogger("ehc.cashier.callbacks")
 
 async def _channel_for_callback(rt: Runtime, channel_code: str, headers: dict, body: bytes) -> Channel | None:
     hint = channels.channel_class(channel_code).peek_callback(headers, body)
-    if hint.order_no:
+    if hint.names_an_order:
         # The institution's account at the reporting channel, even if the resident has
         # since chosen another channel: money taken there must still be recorded.
         order = await Order.get_or_none(order_no=hint.order_no)
@@ -33,7 +33,7 @@ async def _channel_for_callback(rt: Runtime, channel_code: str, headers: dict, b
                 return await accounts.channel_for(rt, order.institution_id, channel_code)
             except ChannelNotAvailable:
                 return None
-    if hint.merchant_id:
+    if hint.names_a_merchant:
         return await accounts.channel_by_merchant(rt, channel_code, hint.merchant_id)
     return None
 

@@ -17,7 +17,7 @@ from cardcore import errors
 from cardcore.models import ClientKind
 from cardcore.text import Readable
 from cashier import accounts, bills, callbacks, counter, notifier, orders, refunds
-from cashier.channels.base import MerchantConfig
+from cashier.channels.base import ORDER_NO_PATTERN, MerchantConfig
 from openplatform.auth import authorise_terminal, signed
 from openplatform.h5 import render
 from openplatform.presenters import page
@@ -26,7 +26,7 @@ from openplatform.validation import PageQuery, StrictModel, json_body, parse_que
 api = Blueprint("cashier_api", url_prefix="/cashier/v1")
 pages = Blueprint("cashier_pages", url_prefix="/cashier")
 
-ORDER_NO = "<order_no:[0-9]{28}>"
+ORDER_NO = f"<order_no:{ORDER_NO_PATTERN}>"
 NOTIFICATION_ID = "<notification_id:[0-9]{1,18}>"  # ids fit a signed 64-bit column
 CALLERS = (ClientKind.institution, ClientKind.terminal)
 PAYER_COOKIE = "ehc_payer"
@@ -99,7 +99,7 @@ async def create_refund(request: Request, order_no: str, body: refunds.RefundReq
     return json(refunds.refund_view(refund), status=201 if created else 200)
 
 
-@api.get("/refunds/<refund_no:R[0-9]{28}>")
+@api.get(f"/refunds/<refund_no:R{ORDER_NO_PATTERN}>")
 @signed(*CALLERS, function="cashier.refunds")
 async def get_refund(request: Request, refund_no: str):
     return json(refunds.refund_view(await refunds.get_refund(refund_no, request.ctx.caller.institution_id)))

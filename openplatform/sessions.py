@@ -8,6 +8,7 @@ refused without a cache lookup.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from functools import wraps
 
@@ -22,6 +23,11 @@ from openplatform.validation import keep_openapi
 
 SESSION_TTL_S = 7200
 COOKIE_NAME = "ehc_session"
+
+# What create() hands out (token_urlsafe) and what the cookie's MAC is; anything else
+# names no session, and a header's undecodable bytes (surrogates) could not be hashed.
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
+_COOKIE_MAC = re.compile(r"[0-9a-f]{32}")
 
 
 class Unauthenticated(errors.PlatformError):
@@ -59,7 +65,7 @@ def cookie_value(rt, token: str) -> str:
 
 def token_from_cookie(rt, value: str) -> str | None:
     token, _, mac = value.rpartition(".")
-    if token and constant_time_equal(mac, _cookie_mac(rt, token)):
+    if _TOKEN.fullmatch(token) and _COOKIE_MAC.fullmatch(mac) and constant_time_equal(mac, _cookie_mac(rt, token)):
         return token
     return None
 
@@ -83,7 +89,8 @@ H5_HEADER = "X-EHC-H5"
 def request_token(request: Request) -> str | None:
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
-        return header.removeprefix("Bearer ").strip() or None
+        token = header.removeprefix("Bearer ").strip()
+        return token if _TOKEN.fullmatch(token) else None
     cookie = request.cookies.get(COOKIE_NAME)
     if cookie:
         # A cookie rides along on cross-site form posts too; our pages add a header no form can.

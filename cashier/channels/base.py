@@ -26,6 +26,8 @@ RefundStatus = Literal["succeeded", "processing", "failed", "not_found"]
 
 _ISSUE_TIME = "%Y%m%d%H%M%S"
 _NUMBER = re.compile(r"[A-Z]{0,4}(\d{14})")
+ORDER_NO_PATTERN = "[0-9]{28}"  # what new_order_no() gives an order
+_ORDER_NO = re.compile(ORDER_NO_PATTERN)
 
 
 def new_order_no(prefix: str = "") -> str:
@@ -37,6 +39,11 @@ def new_order_no(prefix: str = "") -> str:
     they name it again.
     """
     return f"{prefix}{utcnow():{_ISSUE_TIME}}{secrets.randbelow(10**14):014d}"
+
+
+def is_order_no(text: str) -> bool:
+    """Whether ``text`` has the form of an order's number (anything else names no order)."""
+    return _ORDER_NO.fullmatch(text) is not None
 
 
 def issued_at(number: str) -> datetime | None:
@@ -136,6 +143,16 @@ class CallbackHint:
 
     order_no: str = ""
     merchant_id: str = ""
+
+    @property
+    def names_an_order(self) -> bool:
+        return is_order_no(self.order_no)
+
+    @property
+    def names_a_merchant(self) -> bool:
+        # Merchant ids are short printable ASCII (ChannelAccount.merchant_id holds 64).
+        merchant_id = self.merchant_id
+        return 0 < len(merchant_id) <= 64 and merchant_id.isascii() and merchant_id.isprintable()
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,18 @@ async def test_wrong_secret_unknown_client_and_missing_headers(http, institution
     assert_refused(await http.get("/inst/v1/me", headers=headers), 401, "BAD_SIGNATURE")
 
 
+@pytest.mark.parametrize("header", [signing.HEADER_CLIENT, signing.HEADER_TERMINAL, signing.HEADER_TIMESTAMP])
+async def test_client_and_terminal_ids_and_timestamps_that_are_not_ascii_are_refused(http, institution, header):
+    """Regression (header fuzz): undecodable bytes reach the handler as surrogates, which
+    could not be a cache key; a timestamp of '²' passed isdigit() but not int(): 500s."""
+    headers, _ = institution.build("GET", "/inst/v1/me")
+    sent = [(name.encode(), value.encode()) for name, value in headers.items() if name != header]
+    value = "²".encode() if header == signing.HEADER_TIMESTAMP else b"\xff" * 12
+    reply = await http.get("/inst/v1/me", headers=[*sent, (header.encode(), value)])
+    expected = (403, "TERMINAL_NOT_ALLOWED") if header == signing.HEADER_TERMINAL else (401, "BAD_SIGNATURE")
+    assert_refused(reply, *expected)
+
+
 async def test_pending_institution_is_disabled_until_approved(http, admin):
     institution = await register_institution(http, admin, approve=False)
     assert_refused(await institution.get("/inst/v1/me"), 403, "CLIENT_DISABLED")

@@ -11,7 +11,9 @@ a resident's bearer token), so the input reaches validation and the handler. Per
   non-ASCII, control characters, NUL, lone surrogates), fields missing, extra fields,
   bodies that are not JSON objects or not JSON at all;
 - query strings: each documented parameter with garbage, repeated and unknown parameters;
-- path parameters: long, non-hex, unicode, percent-encoded slashes, invalid UTF-8.
+- path parameters: long, non-hex, unicode, percent-encoded slashes, invalid UTF-8;
+- credentials: each signature header (and a resident's bearer token or H5 cookie) left out,
+  empty, too long, with non-ASCII digits or with bytes that are not UTF-8.
 
 ``test_every_field_and_parameter_one_by_one`` goes through those lists systematically;
 the hypothesis tests mix them with generated values. Nothing here is SQLite's own: on
@@ -47,7 +49,7 @@ pytestmark = pytest.mark.filterwarnings("error:.*received a naive datetime:Runti
 
 EXCLUDED_PREFIXES = {
     "/_mock": "mock outside services, not the platform's API",
-    "/cashier/notify/": "channel callbacks answer in the channel's formats (tests/integration/test_cashier.py)",
+    "/cashier/notify/": "channel callbacks answer in the channels' formats (test_cashier.py: test_malformed_callbacks_…)",
     "/metrics": "Prometheus text, no input",
     "/docs": "the OpenAPI document and its page, no input",
     "/h5": "H5 pages (HTML)",
@@ -130,6 +132,34 @@ JUNK_QUERIES = ["limit=-1&cursor=%C2%B2", "x=%00&__proto__=1", "%", "a=%FF&a=%ED
 RAW_SEGMENTS = [
     "%2F", "a%2Fb", "%2E%2E", "..", "%00", "%FF", "%ED%A0%80", "%C0%AF", "%25", "%252F", "%20", "+", ";", "%3B", "%3F",
 ]
+
+
+# Credentials as they arrive: a header's bytes need not be ASCII, nor even UTF-8 (Sanic
+# hands undecodable bytes on as surrogates), and digits need not be ASCII digits. None:
+# the header is left out.
+ODD_HEADER_VALUES = [
+    None, b"", b"x", b"-1", b"1e3", b"0x10", b"9" * 40, "²".encode(), "١٢٣٤٥٦٧٨٩٠١٢٣".encode(), "²".encode() * 64,
+    b"\xff" * 8, b"\xff" * 64, "é".encode() * 20, "\u202e".encode(), b"%00", b"A" * 64, b"a" * 8000,
+]
+SIGNATURE_HEADERS = [signing.HEADER_CLIENT, signing.HEADER_TIMESTAMP, signing.HEADER_NONCE, signing.HEADER_SIGNATURE]
+
+
+def odd_credentials(caller: str):
+    """Header overrides, one odd credential each, for a caller's requests."""
+    if caller == "resident":
+        for value in ODD_HEADER_VALUES:
+            yield {"Authorization": value}
+            if value is not None:
+                yield {"Authorization": b"Bearer " + value}
+                yield {"Authorization": None, "Cookie": b"ehc_session=" + value, "X-EHC-H5": b"1"}
+                yield {"Authorization": None, "Cookie": b"ehc_session=" + value + b"." + value, "X-EHC-H5": b"1"}
+        return
+    for name in SIGNATURE_HEADERS:
+        for value in ODD_HEADER_VALUES:
+            yield {name: value}
+    if caller == "institution":  # an institution may name the terminal it forwards for
+        for value in ODD_HEADER_VALUES[1:]:
+            yield {signing.HEADER_TERMINAL: value}
 
 
 def encode_segment(text: str) -> str:
@@ -553,16 +583,23 @@ async def world(http, admin, settings) -> World:
     return w
 
 
-async def send(http, w: World, method: str, path: str, caller: str, body: bytes = b"", content_type: str = ""):
-    """One request as ``caller``, signed over exactly the path and bytes httpx sends."""
-    headers = {"Content-Type": content_type} if content_type else {}
+async def send(
+    http, w: World, method: str, path: str, caller: str, body: bytes = b"", content_type: str = "", headers=None
+):
+    """One request as ``caller``, signed over exactly the path and bytes httpx sends, then
+    with ``headers`` put in (bytes) or left out (None)."""
+    sent = {"Content-Type": content_type} if content_type else {}
     if caller == "resident":
-        headers.update(w.resident.headers)
-    request = http.build_request(method, path, content=body, headers=headers)
+        sent.update(w.resident.headers)
+    request = http.build_request(method, path, content=body, headers=sent)
     if caller in ("admin", "institution"):
         signer = w.admin if caller == "admin" else w.institution
         sent_path = request.url.raw_path.decode("ascii")
-        request.headers.update(signing.signed_headers(signer.client_id, signer.secret, method, sent_path, body))
+        sent.update(signing.signed_headers(signer.client_id, signer.secret, method, sent_path, body))
+    if headers:
+        sent = {name: value for name, value in {**sent, **headers}.items() if value is not None}
+        sent = [(name.encode(), value if isinstance(value, bytes) else value.encode()) for name, value in sent.items()]
+    request = http.build_request(method, path, content=body, headers=sent)
     reply = await http.send(request)
     http.cookies.clear()  # a login's H5 cookie must not ride along on the next request
     return reply
@@ -646,13 +683,17 @@ def check_reply(reply, route: Route, what: str) -> None:
             reply.json()
 
 
-async def exchange(http, w: World, key: tuple[str, str], path: str, body: bytes = b"", content_type: str = ""):
+async def exchange(
+    http, w: World, key: tuple[str, str], path: str, body: bytes = b"", content_type: str = "", headers=None
+):
     """Send; check the answer, that a refusal wrote nothing, and that nothing stored breaks
     PostgreSQL's rules."""
     method = key[0]
     what = f"{method} {path[:300]} body={body[:300]!r} ({len(body)} bytes, {content_type or 'no content type'})"
+    if headers:
+        what += f" headers={ {name: (value or b'')[:100] for name, value in headers.items()} }"
     before = await data_state() if method != "GET" else None
-    reply = await send(http, w, method, path, ROUTES[key].caller, body, content_type)
+    reply = await send(http, w, method, path, ROUTES[key].caller, body, content_type, headers)
     check_reply(reply, ROUTES[key], what)
     if before is not None and reply.status_code >= 400:
         after = await data_state()
@@ -741,6 +782,17 @@ async def test_every_field_and_parameter_one_by_one(http, world, key):
     for count, (path, body, content_type) in enumerate(sweep(world, key), 1):
         try:
             await exchange(http, world, key, path, body, content_type)
+        except AssertionError as exc:
+            failures.append(str(exc).splitlines()[0][:1500])
+    assert not failures, f"{len(failures)} of {count} requests:\n" + "\n".join(failures[:12])
+
+
+@pytest.mark.parametrize("key", sorted(key for key, route in ROUTES.items() if route.caller != "anon"), ids=" ".join)
+async def test_odd_credentials_in_headers(http, world, key):
+    failures = []
+    for count, headers in enumerate(odd_credentials(ROUTES[key].caller), 1):
+        try:
+            await exchange(http, world, key, world.path(key), *world.valid_body(key), headers=headers)
         except AssertionError as exc:
             failures.append(str(exc).splitlines()[0][:1500])
     assert not failures, f"{len(failures)} of {count} requests:\n" + "\n".join(failures[:12])

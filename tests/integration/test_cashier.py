@@ -316,6 +316,47 @@ async def test_callback_for_an_unknown_order_is_refused(http):
     assert reply.status_code == 200 and reply.text == "fail"
 
 
+# Anyone can post to a callback address: what the channels' protocols allow to go wrong, and
+# what an attacker would try (entity expansion, external entities, deep nesting, huge bodies,
+# bytes that are not UTF-8, numbers no order or merchant has).
+_ENTITIES = "".join(f'<!ENTITY l{i} "{f"&l{i - 1};" * 10}">' for i in range(1, 10))
+ODD_CALLBACKS = [
+    b"", b"x", b"\xff\xfe", b"<xml>", b"<xml></xml>", b"<xml><out_trade_no>\x00</out_trade_no></xml>",
+    f'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY l0 "lol">{_ENTITIES}]><xml><out_trade_no>&l9;</out_trade_no></xml>'.encode(),
+    b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><xml><out_trade_no>&e;</out_trade_no></xml>',
+    b"<a>" * 5000 + b"</a>" * 5000, b"x" * 200_000, b'{"a":', b"[]", b"null", b'{"out_trade_no": 5}',
+    b"out_trade_no=%FF&sign=x", b"out_trade_no=" + "\u00b2".encode() * 28 + b"&sign=x", b"out_trade_no=" + b"9" * 300,
+    b"seller_id=" + b"9" * 300 + b"&sign=x", b"<xml><mch_id>" + b"x" * 300 + b"</mch_id></xml>", b"a=1&a=2&sign=&sign_type=RSA",
+    b"%", b"&&&=", "<xml><out_trade_no>\ud800</out_trade_no></xml>".encode("utf-8", "surrogatepass"),
+]
+
+
+def odd_callbacks(order_no: str):
+    yield from ODD_CALLBACKS
+    number = order_no.encode()
+    yield b"out_trade_no=" + number + b"&sign=AAAA&total_amount=1e400&trade_status=TRADE_SUCCESS"
+    yield b"<xml><return_code>SUCCESS</return_code><out_trade_no>" + number + b"</out_trade_no><total_fee>-1</total_fee><sign>x</sign></xml>"
+    yield b"<xml><return_code>SUCCESS</return_code><out_trade_no>" + number + b"</out_trade_no><req_info>!!</req_info></xml>"
+    yield json.dumps({"orderId": order_no, "txnAmt": "1e400", "signature": "x"}).encode()
+    yield json.dumps({"order_no": order_no, "amount_fen": 2**70, "status": "paid"}).encode()
+
+
+@pytest.mark.parametrize("channel, refusal", [
+    ("wechat", (200, b"<return_code><![CDATA[FAIL]]></return_code>")),
+    ("alipay", (200, b"fail")), ("unionpay", (400, b"fail")), ("insurance", (200, b"FAIL")),
+])
+async def test_malformed_callbacks_are_refused_in_the_channels_format(http, hospital, settings, channel, refusal):
+    order = await new_order(hospital, settings)
+    status, marker = refusal
+    for body in odd_callbacks(order["order_no"]):
+        for content_type in ("text/xml", "application/x-www-form-urlencoded", "application/json", None):
+            headers = {"Content-Type": content_type} if content_type else {}
+            reply = await http.post(f"/cashier/notify/{channel}", content=body, headers=headers)
+            assert (reply.status_code, marker in reply.content) == (status, True), (body[:100], content_type, reply.text[:300])
+    assert await order_status(order["order_no"]) == "created"
+    assert await Notification.filter(order_no=order["order_no"]).count() == 0
+
+
 # --- hospital notifications -------------------------------------------------------------------
 
 

@@ -13,6 +13,10 @@ from tests.flows import assert_refused, claimed, known_person, log_in, new_phone
 async def test_login_is_required(http):
     assert_refused(await http.get("/mp/v1/cards"), 401, "UNAUTHENTICATED")
     assert_refused(await http.get("/mp/v1/cards", headers={"Authorization": "Bearer nonsense"}), 401, "UNAUTHENTICATED")
+    # Regression (header fuzz): undecodable bytes reach the handler as surrogates, which
+    # could not be hashed into a session key (a 500).
+    for headers in ([(b"Authorization", b"Bearer " + b"\xff" * 43)], [(b"Cookie", b"ehc_session=" + b"\xff" * 43 + b"." + b"\xff" * 32)]):
+        assert_refused(await http.get("/mp/v1/cards", headers=headers), 401, "UNAUTHENTICATED")
 
 
 async def test_wrong_login_code_and_lockout(http):

@@ -1,5 +1,6 @@
 """The HMAC-SM3 request signature of API.md, pinned by a fixed vector and checked against gmssl."""
 
+import pytest
 from gmssl import func, sm3
 
 from cardcore import signing
@@ -61,3 +62,21 @@ def test_signed_headers_round_trip():
     assert signing.signature_matches(SECRET, METHOD, PATH, parts, BODY)
     assert not signing.signature_matches(SECRET, METHOD, PATH, parts, BODY + b" ")
     assert not signing.signature_matches(SECRET, METHOD, PATH + "&x=1", parts, BODY)
+
+
+@pytest.mark.parametrize(
+    "header, value",
+    [
+        # Regression (header fuzz): '²'.isdigit() holds but int('²') raises, which was a 500.
+        (signing.HEADER_TIMESTAMP, "²"),
+        (signing.HEADER_TIMESTAMP, "١٧٠٠٠٠٠٠٠٠٠٠٠"),
+        (signing.HEADER_TIMESTAMP, "1" * 17),
+        (signing.HEADER_SIGNATURE, "g" * 64),
+        (signing.HEADER_SIGNATURE, "\udcff" * 64),  # undecodable header bytes, as Sanic hands them on
+        (signing.HEADER_NONCE, "\udcff" * 16),
+    ],
+)
+def test_malformed_signature_headers_are_refused_by_shape(header, value):
+    headers = signing.signed_headers("ins_x", SECRET, METHOD, PATH, BODY, timestamp_ms=int(TIMESTAMP), nonce=NONCE)
+    with pytest.raises(signing.MalformedSignatureHeaders, match=header):
+        signing.read_signed_parts({**headers, header: value})
