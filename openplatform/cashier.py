@@ -18,6 +18,7 @@ from cardcore.models import ClientKind
 from cardcore.text import Readable
 from cashier import accounts, bills, callbacks, counter, notifier, orders, refunds
 from cashier.channels.base import ORDER_NO_PATTERN, MerchantConfig
+from openplatform import sessions
 from openplatform.auth import authorise_terminal, signed
 from openplatform.h5 import render
 from openplatform.presenters import page
@@ -150,7 +151,7 @@ class PayBody(StrictModel):
 
 async def _payer_openid(request: Request) -> str:
     token = request.cookies.get(PAYER_COOKIE, "")
-    if not token:
+    if not sessions.token_shaped(token):
         return ""
     stored = await _rt(request).redis.get(f"cashier:payer:{token}")
     return stored.decode() if stored else ""
@@ -164,13 +165,15 @@ async def cashier_page(request: Request, order_no: str):
     if order.status not in orders.UNPAID:
         return redirect(f"/cashier/{order_no}/result")
     choices = orders.methods_for_browser(request.headers.get("User-Agent", ""), await accounts.open_channels(order.institution_id))
+    # Back from WeChat's authorisation the page pays at once, with a method it offers.
+    autopay = request.args.get("autopay", "")
     return html(
         await render(
             "cashier/pay.html",
             order=orders.order_view(rt, order),
             choices=choices,
             expired=orders.is_expired(order),
-            autopay=request.args.get("autopay", ""),
+            autopay=autopay if autopay in {choice.method for choice in choices} else "",
         )
     )
 
@@ -204,7 +207,7 @@ async def wechat_oauth(request: Request, order_no: str):
     """Back from WeChat's silent authorisation: remember the payer's openid, then pay."""
     rt = _rt(request)
     state, code = request.args.get("state", ""), request.args.get("code", "")
-    stored = await rt.redis.getdel(f"cashier:oauth:{state}") if state else None
+    stored = await rt.redis.getdel(f"cashier:oauth:{state}") if sessions.token_shaped(state) else None
     if not code or stored != order_no.encode():
         raise errors.BadRequest("the authorisation is missing or has expired; open the cashier again")
     openid = await request.app.ctx.providers.wechat.openid_from_oauth_code(code)

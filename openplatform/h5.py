@@ -78,7 +78,7 @@ async def oauth_callback(request: Request, channel: str):
     rt = request.app.ctx.rt
     login_channel, provider, code_parameter = OAUTH_CHANNELS[channel]
     code, state = request.args.get(code_parameter), request.args.get("state", "")
-    stored = await rt.redis.getdel(f"oauth_state:{state}") if state else None
+    stored = await rt.redis.getdel(f"oauth_state:{state}") if sessions.token_shaped(state) else None
     if not code or stored != channel.encode():
         raise errors.BadRequest("the authorisation is missing or has expired; log in again")
     client = getattr(request.app.ctx.providers, provider)

@@ -24,10 +24,16 @@ from openplatform.validation import keep_openapi
 SESSION_TTL_S = 7200
 COOKIE_NAME = "ehc_session"
 
-# What create() hands out (token_urlsafe) and what the cookie's MAC is; anything else
-# names no session, and a header's undecodable bytes (surrogates) could not be hashed.
+# What the platform hands out as tokens (secrets.token_urlsafe) and what the cookie's MAC
+# is; anything else names no session, and a header's undecodable bytes (surrogates) could
+# not be hashed or be part of a cache key.
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
 _COOKIE_MAC = re.compile(r"[0-9a-f]{32}")
+
+
+def token_shaped(text: str) -> bool:
+    """Whether ``text`` could be a token the platform issued (a session, an OAuth state)."""
+    return _TOKEN.fullmatch(text) is not None
 
 
 class Unauthenticated(errors.PlatformError):
@@ -65,7 +71,7 @@ def cookie_value(rt, token: str) -> str:
 
 def token_from_cookie(rt, value: str) -> str | None:
     token, _, mac = value.rpartition(".")
-    if _TOKEN.fullmatch(token) and _COOKIE_MAC.fullmatch(mac) and constant_time_equal(mac, _cookie_mac(rt, token)):
+    if token_shaped(token) and _COOKIE_MAC.fullmatch(mac) and constant_time_equal(mac, _cookie_mac(rt, token)):
         return token
     return None
 
@@ -90,7 +96,7 @@ def request_token(request: Request) -> str | None:
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
         token = header.removeprefix("Bearer ").strip()
-        return token if _TOKEN.fullmatch(token) else None
+        return token if token_shaped(token) else None
     cookie = request.cookies.get(COOKIE_NAME)
     if cookie:
         # A cookie rides along on cross-site form posts too; our pages add a header no form can.

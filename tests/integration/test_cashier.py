@@ -199,6 +199,25 @@ async def test_wechat_jsapi_asks_for_the_payers_openid_once(http, hospital, sett
     assert params["package"].startswith("prepay_id=") and params["paySign"]
 
 
+async def test_the_cashier_page_pays_at_once_only_with_a_method_it_offers(http, hospital, settings):
+    order = await new_order(hospital, settings)
+    in_wechat = {"User-Agent": "Mozilla/5.0 MicroMessenger/8.0"}
+    offered = await http.get(f"/cashier/{order['order_no']}?autopay=wechat_jsapi", headers=in_wechat)
+    assert 'const autopay = "wechat_jsapi";' in offered.text
+    for value in ["alipay_wap", '\\";alert(1);//', "x\u2028y", "</script><script>alert(1)</script>"]:
+        page = await http.get(f"/cashier/{order['order_no']}", params={"autopay": value}, headers=in_wechat)
+        assert page.status_code == 200 and 'const autopay = "";' in page.text and "alert" not in page.text
+
+
+async def test_a_payer_cookie_that_is_not_a_token_is_ignored(http, hospital, settings):
+    """Regression: undecodable cookie bytes reach the handler as surrogates, which were used
+    in a cache key (a 500)."""
+    order = await new_order(hospital, settings)
+    headers = [(b"Content-Type", b"application/json"), (b"Cookie", b"ehc_payer=" + b"\xff" * 32)]
+    reply = await http.post(f"/cashier/{order['order_no']}/pay", content=b'{"channel": "wechat_jsapi"}', headers=headers)
+    assert reply.status_code == 200 and "/_mock/wechat/connect/oauth2/authorize" in reply.json()["url"]
+
+
 async def test_an_admins_change_to_a_channel_account_holds_from_the_next_payment(http, admin, hospital, settings):
     wechat = mock_merchant_configs(settings)["wechat"]
     path = f"/admin/v1/institutions/{hospital.client_id}/channels/wechat"
