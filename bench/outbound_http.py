@@ -10,7 +10,7 @@ Prints one JSON object on stdout; progress goes to stderr.
 One process, one event loop (uvloop, as the server's workers run): a minimal HTTP/1.1
 receiver on loopback answers every POST with ``SUCCESS``, as a hospital does; each client
 POSTs a signed ``order.paid`` body with the notifier's headers, reading the answer, from
-1, 8 and 32 concurrent senders (the notifier runs up to 32 deliveries at once), and once
+1, 8 and as many concurrent senders as a worker has delivery slots (48), and once
 with an httpx client made for each call, as the UnionPay and insurance channels did. The
 figure is process CPU time per request, client and receiver together; the receiver's
 share is the same for every client, and the floor line (the same exchange written
@@ -42,7 +42,7 @@ from cashier import notifier  # noqa: E402
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 7\r\n\r\nSUCCESS"
 PATH = "/his/notify"
-CONCURRENCY = (1, 8, 32)
+CONCURRENCY = (1, 8, notifier.CONCURRENT_DELIVERIES)
 
 
 @dataclass(frozen=True)
