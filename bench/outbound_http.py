@@ -153,9 +153,10 @@ async def with_streams(url: str, senders: int, count: int) -> float:
 async def timed(sender, senders: int, count: int) -> float:
     """Microseconds of process CPU per request, after one warm-up pass of each sender."""
     await asyncio.gather(*(sender(2) for _ in range(senders)))
+    each = max(1, count // senders)
     started = time.process_time()
-    await asyncio.gather(*(sender(count // senders) for _ in range(senders)))
-    return (time.process_time() - started) * 1e6 / (count // senders * senders)
+    await asyncio.gather(*(sender(each) for _ in range(senders)))
+    return (time.process_time() - started) * 1e6 / (each * senders)
 
 
 CLIENTS = {"aiohttp (cardcore.outbound)": with_aiohttp, "httpx": with_httpx, "asyncio streams (floor)": with_streams}

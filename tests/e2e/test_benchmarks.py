@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cashier import notifier
 from mocks.scanner import PRESETS
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
 from tests.servers import isolated_storage
@@ -38,7 +39,7 @@ def test_scanner_reads_every_preset_back_exactly():
 def test_outbound_http_bench_measures_every_client_at_every_concurrency():
     result = run_bench("outbound_http.py")
     rows = result["figures"]["rows"]
-    assert [row["concurrent_senders"] for row in rows] == [1, 8, 32]
+    assert [row["concurrent_senders"] for row in rows] == [1, 8, notifier.CONCURRENT_DELIVERIES]
     for row in rows:
         figures = [value for name, value in row.items() if name.endswith("us_cpu_per_request")]
         assert len(figures) == 3 and all(value > 0 for value in figures), row
