@@ -20,6 +20,7 @@ HEADER_TIMESTAMP = "X-EHC-Timestamp"
 HEADER_NONCE = "X-EHC-Nonce"
 HEADER_SIGNATURE = "X-EHC-Signature"
 HEADER_TERMINAL = "X-EHC-Terminal"
+SIGNATURE_HEADERS = (HEADER_CLIENT, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_SIGNATURE)
 PLATFORM_CLIENT_ID = "platform"
 
 NONCE_MIN_LENGTH = 16
@@ -86,7 +87,7 @@ class MalformedSignatureHeaders(ValueError):
 def read_signed_parts(headers) -> SignedParts:
     """Pull the four headers out of a case-insensitive mapping; raise when one is missing or malformed."""
     values = {}
-    for name in (HEADER_CLIENT, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_SIGNATURE):
+    for name in SIGNATURE_HEADERS:
         value = headers.get(name)
         if not value:
             raise MalformedSignatureHeaders(f"missing {name} header")

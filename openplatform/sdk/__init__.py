@@ -6,11 +6,14 @@
 
 Requests are signed with HMAC-SM3 exactly as API.md describes: the body is serialised
 once and those bytes are both hashed and sent.
+
+A hospital's notify_url checks what the platform POSTs to it with ``read_notification``.
 """
 
 from __future__ import annotations
 
 import json as _json
+from collections.abc import Mapping
 
 import httpx
 
@@ -73,3 +76,45 @@ class PlatformClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class NotificationRejected(ValueError):
+    """Not a notification the platform sent as it arrived: answer anything but SUCCESS."""
+
+
+def read_notification(
+    secret: str,
+    path_with_query: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    window_s: int = 300,
+    now_ms: int | None = None,
+) -> dict:
+    """The event of a notification the platform POSTed to a hospital, once it checks out.
+
+    ``secret`` is the institution's own; ``path_with_query`` is the request target exactly
+    as it arrived (``/his/notify?x=1``); ``headers`` any mapping (names in any case);
+    ``body`` the bytes as received. Refused (NotificationRejected): a signature header
+    missing or malformed, a sender other than the platform, a timestamp more than
+    ``window_s`` seconds off, a signature that does not match. The same notification may
+    come again (a lost answer is retried): the event's ``notification_id`` tells a repeat,
+    so the HIS answers SUCCESS again without acting twice.
+    """
+    by_name = {name.lower(): value for name, value in headers.items()}
+    sent = {name: by_name.get(name.lower(), "") for name in signing.SIGNATURE_HEADERS}
+    try:
+        parts = signing.read_signed_parts(sent)
+    except signing.MalformedSignatureHeaders as exc:
+        raise NotificationRejected(str(exc)) from None
+    if parts.client_id != signing.PLATFORM_CLIENT_ID:
+        raise NotificationRejected(f"sent by {parts.client_id!r}, not by the platform")
+    now_ms = signing.now_ms() if now_ms is None else now_ms
+    if abs(now_ms - parts.timestamp_ms) > window_s * 1000:
+        raise NotificationRejected("the timestamp is outside the accepted window")
+    if not signing.signature_matches(secret, "POST", path_with_query, parts, body):
+        raise NotificationRejected("the signature does not match")
+    try:
+        return _json.loads(body)
+    except ValueError:
+        raise NotificationRejected("the body is not JSON") from None

@@ -141,7 +141,6 @@ ODD_HEADER_VALUES = [
     None, b"", b"x", b"-1", b"1e3", b"0x10", b"9" * 40, "²".encode(), "١٢٣٤٥٦٧٨٩٠١٢٣".encode(), "²".encode() * 64,
     b"\xff" * 8, b"\xff" * 64, "é".encode() * 20, "\u202e".encode(), b"%00", b"A" * 64, b"a" * 8000,
 ]
-SIGNATURE_HEADERS = [signing.HEADER_CLIENT, signing.HEADER_TIMESTAMP, signing.HEADER_NONCE, signing.HEADER_SIGNATURE]
 
 
 def odd_credentials(caller: str):
@@ -159,7 +158,7 @@ def odd_credentials(caller: str):
                 yield {"Authorization": None, "Cookie": b"ehc_session=" + value, "X-EHC-H5": b"1"}
                 yield {"Authorization": None, "Cookie": b"ehc_session=" + value + b"." + value, "X-EHC-H5": b"1"}
         return
-    for name in SIGNATURE_HEADERS:
+    for name in signing.SIGNATURE_HEADERS:
         for value in ODD_HEADER_VALUES:
             yield {name: value}
     if caller == "institution":  # an institution may name the terminal it forwards for
