@@ -148,5 +148,5 @@ def test_6_a_bill_paid_refunded_and_notified(tour):
     output = tour.run_with_payer(block_with("/cashier/v1/orders"))
     lines = output.splitlines()
     assert lines[0].startswith("open in a browser: ") and "/cashier/" in lines[0]
-    assert lines[1:3] == ["paid", "processing"], lines
+    assert lines[1] == "paid" and lines[2] in ("processing", "succeeded"), lines
     assert sorted(lines[3:]) == ["order.paid platform", "refund.succeeded platform"], lines
