@@ -38,8 +38,9 @@ def envelope(request: Request | None, status: int, code: str, message: str, deta
 
 
 def validation_details(exc: ValidationError) -> list[dict]:
+    # A validator's own words, without the "Value error, " pydantic puts before them.
     return [
-        {"field": ".".join(str(part) for part in err["loc"]) or "(body)", "problem": err["msg"]}
+        {"field": ".".join(str(part) for part in err["loc"]) or "(body)", "problem": err["msg"].removeprefix("Value error, ")}
         for err in exc.errors(include_url=False, include_input=False)
     ]
 
