@@ -1,15 +1,18 @@
-"""The README's five-minute tour, run as written against a live server.
+"""The README's commands, run as written against a live server.
 
 A newcomer copies these commands first, so they have to work. Every ``sh`` block of the
-tour runs in bash in a scratch directory, with the live server's address in place of
-``http://127.0.0.1:8000`` and this interpreter in place of ``.venv/bin/python``; what the
-README says a command prints is checked against what it printed. The block that waits for
-a person to pay at a browser is played the way the README says to play it without one. Only a
-block with a placeholder for the reader to fill in (``<that phone>``) is not run.
+five-minute tour runs in bash in a scratch directory, with the live server's address in
+place of ``http://127.0.0.1:8000`` and this interpreter in place of ``.venv/bin/python``;
+what the README says a command prints is checked against what it printed. The block that
+waits for a person to pay at a browser is played the way the README says to play it
+without one; the block with a placeholder for the reader (``<that phone>``) is not run.
+The commands of the later sections (keys, the first admin, the scanner simulator) run
+last, with their placeholders filled in from the tour.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -20,21 +23,22 @@ from pathlib import Path
 import httpx
 import pytest
 
+from openplatform.sdk import PlatformClient
 from tests.servers import process_env
 
 ROOT = Path(__file__).resolve().parents[2]
 README_ADDRESS = "http://127.0.0.1:8000"
 
 
-def tour_blocks() -> list[str]:
-    """The ``sh`` blocks of the "Five-minute tour" section, in order."""
+def section_blocks(heading: str) -> list[str]:
+    """The ``sh`` blocks of one ``##`` section of the README, in order."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    start = text.index("\n## Five-minute tour\n")
-    end = text.index("\n## ", start + 1)
-    return re.findall(r"```sh\n(.*?)```", text[start:end], flags=re.S)
+    start = text.index(f"\n## {heading}\n")
+    end = text.find("\n## ", start + 1)
+    return re.findall(r"```sh\n(.*?)```", text[start : end if end > 0 else None], flags=re.S)
 
 
-BLOCKS = tour_blocks()
+BLOCKS = section_blocks("Five-minute tour")
 
 
 def needs_the_reader(block: str) -> bool:
@@ -44,7 +48,14 @@ def needs_the_reader(block: str) -> bool:
 class Tour:
     def __init__(self, server, workdir: Path) -> None:
         self.server, self.workdir = server, workdir
+        self._counter_output = ""
         self.env = {**process_env(server.env), "PYTHONPATH": str(ROOT)}
+
+    def counter_card(self) -> str:
+        """What the tour's counter block printed (run once): the card, then its scans."""
+        if not self._counter_output:
+            self._counter_output = self.run(block_with("label.png"))
+        return self._counter_output
 
     def script(self, block: str) -> str:
         return block.replace(README_ADDRESS, self.server.base_url).replace(".venv/bin/python", sys.executable)
@@ -124,7 +135,7 @@ def test_2_a_signed_terminal_registration_and_its_approval(tour):
 
 
 def test_3_a_card_at_the_counter_its_static_code_and_label(tour):
-    lines = tour.run(block_with("label.png")).splitlines()
+    lines = tour.counter_card().splitlines()
     health_card_id, masked_number = lines[0].split()
     assert re.fullmatch(r"[0-9A-F]{64}", health_card_id) and "*" in masked_number and "610102199003070024" not in lines[0]
     assert lines[1:] == ["registration 200 ok", "payment 403 SCENE_REQUIRES_DYNAMIC"]
@@ -150,3 +161,34 @@ def test_6_a_bill_paid_refunded_and_notified(tour):
     assert lines[0].startswith("open in a browser: ") and "/cashier/" in lines[0]
     assert lines[1] == "paid" and lines[2] in ("processing", "succeeded"), lines
     assert sorted(lines[3:]) == ["order.paid platform", "refund.succeeded platform"], lines
+
+
+def test_7_the_commands_of_the_later_sections(tour):
+    """Keys, the first admin and the scanner simulator, with the tour's card in the
+    placeholders (``keys rotate`` changes the server's key file: this test runs last)."""
+    keys, = section_blocks("Card IDs and keys")
+    key_file = tour.workdir / "secure" / "ehc-keys.json"
+    key_file.parent.mkdir()
+    output = tour.run(keys.replace("/secure/ehc-keys.json", str(key_file)))
+    versions, rotated, generated = output.splitlines()
+    assert set(json.loads(versions)) == {"security", "protection", "data", "index"}
+    assert rotated.startswith("protection key is now version 2")
+    assert generated.startswith(f"new key file {key_file}") and key_file.stat().st_mode & 0o777 == 0o600
+    server_keys = json.loads((Path(tour.server.env["EHC_VAR_DIR"]) / "dev-keys.json").read_text())["keys"]
+    assert len(server_keys["protection"]) == 2
+    assert not any(item["key"] in output for items in server_keys.values() for item in items)
+
+    first_admin, = section_blocks("Access management")
+    admin = json.loads(tour.run(first_admin))
+    with PlatformClient(tour.server.base_url, admin["client_id"], admin["secret"]) as operator:
+        assert operator.get(f"/admin/v1/admins/{admin['client_id']}").json()["name"] == "平台运营"
+
+    simulator, = section_blocks("Tests")
+    health_card_id = tour.counter_card().split()[0]
+    script = simulator.replace("<health_card_id>", health_card_id).replace("<VUID>", health_card_id)
+    presets, registered, static_in_payment = re.split(r"\n(?=\{)", tour.run(script).strip())
+    assert "sticker_worn" in json.loads(presets)
+    scan = json.loads(registered)
+    assert (scan["status"], scan["reply"]["result"]) == (200, "ok") and scan["text"] == f"{health_card_id}:1"
+    refused = json.loads(static_in_payment)
+    assert refused["reply"]["code"] == "SCENE_REQUIRES_DYNAMIC" and refused["second_check"]["status"] == 200
