@@ -104,6 +104,12 @@ def read_signed_parts(headers) -> SignedParts:
     return SignedParts(values[HEADER_CLIENT], int(timestamp), timestamp, nonce, sig)
 
 
+def signed_within(parts: SignedParts, window_s: int, at_ms: int | None = None) -> bool:
+    """Whether ``parts`` were signed no more than ``window_s`` seconds before or after
+    ``at_ms`` (now when not given)."""
+    return abs((now_ms() if at_ms is None else at_ms) - parts.timestamp_ms) <= window_s * 1000
+
+
 def signature_matches(secret: str, method: str, path_with_query: str, parts: SignedParts, body: bytes) -> bool:
     expected = signature(secret, method, path_with_query, parts.timestamp, parts.nonce, body)
     return crypto.constant_time_equal(expected, parts.signature)

@@ -71,7 +71,7 @@ async def _check(request: Request, kinds: tuple[ClientKind, ...], function: str 
     except signing.MalformedSignatureHeaders as exc:
         raise errors.BadSignature(str(exc)) from None
     request.ctx.client_id = parts.client_id[:40]
-    if abs(signing.now_ms() - parts.timestamp_ms) > settings.signature_window_s * 1000:
+    if not signing.signed_within(parts, settings.signature_window_s):
         raise errors.StaleRequest()
     # First on this worker's copies of the client records; when one of them turns out to
     # have changed, or the request is to be refused, again on the records as they are now.
