@@ -9,12 +9,24 @@ from datetime import datetime, timezone
 
 from sanic import Request
 
+from cardcore.cache import LuaScript
+
 _ALPHANUM = string.ascii_letters + string.digits
 
 
 def cache(request: Request):
     """The shared cache (redis.asyncio, bytes answers); mock keys start with ``mock:``."""
     return request.app.ctx.rt.redis
+
+
+_APPEND_EXPIRING = LuaScript(
+    "redis.call('RPUSH', KEYS[1], ARGV[1]) return redis.call('EXPIRE', KEYS[1], ARGV[2])"
+)
+
+
+async def append_expiring(request: Request, key: str, value: str, ttl_s: int) -> None:
+    """Append ``value`` to the list ``key`` and keep the list ``ttl_s`` longer (one round trip)."""
+    await _APPEND_EXPIRING(cache(request), [key], [value, ttl_s])
 
 
 def settings_of(request: Request):

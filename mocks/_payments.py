@@ -46,11 +46,35 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json, redirect
 
 from cardcore import outbound
+from cardcore.cache import LuaScript, keyed_command
 from cashier.channels.dev import mock_merchant_configs
 from mocks import outbound_http
-from mocks._common import body_of, cache, dumps, is_form, loads, settings_of
+from mocks._common import append_expiring, body_of, cache, dumps, is_form, loads, settings_of
 
 BEIJING = timezone(timedelta(hours=8))
+
+# Releases a record lock only while it is still the caller's (it may have expired and been taken).
+_UNLOCK = LuaScript("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
+# The start of an API call (KEYS: faults, drop_after, drop): the faults, and 1 when this call's
+# answer is to be dropped. Once ``drop_after`` calls have been answered, ``drop`` counts the
+# answers still to drop; the counter goes when it is spent.
+_API_CALL = LuaScript(
+    """
+    local faults = redis.call('GET', KEYS[1]) or ''
+    if redis.call('EXISTS', KEYS[3]) == 0 or redis.call('DECR', KEYS[2]) >= 0 then return {faults, 0} end
+    if redis.call('DECR', KEYS[3]) < 0 then redis.call('DEL', KEYS[3]) return {faults, 0} end
+    return {faults, 1}
+    """
+)
+# A notification about to be sent (KEYS: faults, the order's notification count; ARGV: ttl):
+# the faults, and how many notifications the order has had, this one included.
+_NOTIFYING = LuaScript(
+    """
+    local count = redis.call('INCR', KEYS[2])
+    redis.call('EXPIRE', KEYS[2], ARGV[1])
+    return {redis.call('GET', KEYS[1]) or '', count}
+    """
+)
 FEE_PER_MILLE = 6  # the service fee every mock channel but insurance charges, rounded half up
 RETRY_DELAYS_S = (0.5, 1.0, 2.0)
 PAYMENT_CODE_TTL_S = 120
@@ -139,7 +163,12 @@ class ChannelMock:
 
     async def merchant(self, request: Request):
         """The merchant account this mock accepts (``cashier.channels.dev``)."""
-        return (await asyncio.to_thread(mock_merchant_configs, settings_of(request)))[self.name]
+        configs = getattr(request.app.ctx, "mock_merchants", None)
+        if configs is None:  # the first call may generate the dev keys: off the event loop
+            configs = request.app.ctx.mock_merchants = await asyncio.to_thread(
+                mock_merchant_configs, settings_of(request)
+            )
+        return configs[self.name]
 
     def key(self, *parts: str) -> str:
         return ":".join(("mock", f"{self.name}pay", *parts))
@@ -147,24 +176,23 @@ class ChannelMock:
     # --- orders ----------------------------------------------------------------------
 
     async def order(self, request: Request, out_trade_no: str) -> dict | None:
-        return loads(await cache(request).get(self.key("order", out_trade_no)))
+        return loads(await keyed_command(cache(request), "GET", self.key("order", out_trade_no)))
 
     async def save_order(self, request: Request, order: dict) -> None:
-        await cache(request).set(self.key("order", order["out_trade_no"]), dumps(order), ex=ORDER_TTL_S)
+        await keyed_command(cache(request), "SET", self.key("order", order["out_trade_no"]), dumps(order), "EX", ORDER_TTL_S)
 
     @asynccontextmanager
     async def locked(self, request: Request, name: str):
         """One request at a time changes the named record (confirm racing close, two refunds…)."""
         redis, key, token = cache(request), self.key("lock", name), secrets.token_hex(8)
         for _ in range(500):
-            if await redis.set(key, token, nx=True, px=5000):
+            if await keyed_command(redis, "SET", key, token, "NX", "PX", 5000):
                 break
             await asyncio.sleep(0.01)
         try:
             yield
         finally:
-            if await redis.get(key) == token.encode():
-                await redis.delete(key)
+            await _UNLOCK(redis, [key], [token])
 
     def complete_later(self, request: Request, out_trade_no: str, complete, after_ms: int) -> None:
         """After ``after_ms``, ``await complete(request, order)`` if the order is still being paid
@@ -251,12 +279,13 @@ class ChannelMock:
     async def faults(self, request: Request) -> dict:
         return loads(await cache(request).get(self.key("faults"))) or {}
 
+    def _fault_keys(self) -> list[str]:
+        return [self.key("faults"), self.key("faults", "drop_after"), self.key("faults", "drop")]
+
     async def _faults_route(self, request: Request):
         redis = cache(request)
         if request.method == "DELETE":
-            await redis.delete(
-                self.key("faults"), self.key("faults", "drop"), self.key("faults", "drop_after")
-            )
+            await redis.delete(*self._fault_keys())
             return json({"faults": {}})
         if request.method == "POST":
             body = body_of(request)
@@ -288,17 +317,17 @@ class ChannelMock:
         return await self.maybe_drop(request, await handle)
 
     async def slow_down(self, request: Request) -> None:
-        faults = await self.faults(request)
+        """The start of an API call: reads the faults and counts the call against
+        ``drop_after`` / ``drop_responses`` (one round trip), then waits ``delay_ms``."""
+        raw, drop = await _API_CALL(cache(request), self._fault_keys(), [])
+        request.ctx.mock_drops_answer = bool(drop)
+        faults = loads(raw or None) or {}
         if faults.get("delay_ms"):
             await asyncio.sleep(faults["delay_ms"] / 1000)
 
     async def maybe_drop(self, request: Request, response: HTTPResponse) -> HTTPResponse:
         """The answer, or none at all while ``drop_responses`` lasts (the work is done either way)."""
-        redis = cache(request)
-        if await redis.decr(self.key("faults", "drop_after")) >= 0:
-            return response
-        if await redis.decr(self.key("faults", "drop")) < 0:
-            await redis.delete(self.key("faults", "drop"))
+        if not getattr(request.ctx, "mock_drops_answer", False):
             return response
         close = getattr(request.transport, "close", None)
         if close is not None:
@@ -311,26 +340,20 @@ class ChannelMock:
         self, request: Request, out_trade_no: str, build: Callable[[dict], Notification]
     ) -> None:
         """Send the notification ``build(faults)`` in the background, as the faults say."""
-        faults = await self.faults(request)
+        redis = cache(request)
+        raw, count = await _NOTIFYING(redis, [self.key("faults"), self.key("notified", out_trade_no)], [ORDER_TTL_S])
+        faults = loads(raw or None) or {}
         notification = build(faults)
         app, http = request.app, outbound_http(request)
-        redis = cache(request)
         held_key = self.key("held", out_trade_no)
-        first = await redis.incr(self.key("notified", out_trade_no)) == 1
-        await redis.expire(self.key("notified", out_trade_no), ORDER_TTL_S)
-        if first and faults.get("out_of_order"):
-            await redis.rpush(
-                held_key,
-                dumps(
-                    {
-                        "url": notification.url,
-                        "body": notification.body.decode(),
-                        "content_type": notification.content_type,
-                        "headers": notification.headers,
-                    }
-                ),
-            )
-            await redis.expire(held_key, ORDER_TTL_S)
+        if count == 1 and faults.get("out_of_order"):
+            held = {
+                "url": notification.url,
+                "body": notification.body.decode(),
+                "content_type": notification.content_type,
+                "headers": notification.headers,
+            }
+            await append_expiring(request, held_key, dumps(held), ORDER_TTL_S)
             app.add_task(
                 self._release_held(redis, http, held_key, faults, faults.get("hold_ms", 2000) / 1000)
             )
@@ -412,9 +435,8 @@ class ChannelMock:
 
     async def add_bill_line(self, request: Request, merchant: str, line: dict) -> None:
         day = beijing_now().strftime("%Y-%m-%d")
-        key = self.key("bill", merchant, day)
-        await cache(request).rpush(key, dumps({**line, "at": beijing_now().strftime("%Y-%m-%d %H:%M:%S")}))
-        await cache(request).expire(key, ORDER_TTL_S)
+        line = {**line, "at": beijing_now().strftime("%Y-%m-%d %H:%M:%S")}
+        await append_expiring(request, self.key("bill", merchant, day), dumps(line), ORDER_TTL_S)
 
     async def bill_lines(self, request: Request, merchant: str, day: str) -> list[dict]:
         return [loads(raw) for raw in await cache(request).lrange(self.key("bill", merchant, day), 0, -1)]

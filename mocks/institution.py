@@ -22,7 +22,8 @@ import xmltodict
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
-from mocks._common import body_of, cache, dumps, loads, now_iso
+from cardcore.cache import LuaScript
+from mocks._common import append_expiring, body_of, cache, dumps, loads, now_iso
 
 bp = Blueprint("mock_institution", url_prefix="/_mock/institution")
 
@@ -30,6 +31,15 @@ _KEY_ITEMS = "mock:institution:notifications:{}"
 _KEY_BEHAVIOUR = "mock:institution:behaviour"
 _KEY_FAIL_NEXT = "mock:institution:fail_next"
 _TTL_S = 7 * 86400
+# One notification received (KEYS: behaviour, fail_next): the behaviour set, and 1 when this
+# notification is one of the next ones to fail.
+_RECEIVED = LuaScript(
+    """
+    local fail = redis.call('DECR', KEYS[2]) >= 0
+    if not fail then redis.call('SET', KEYS[2], 0) end
+    return {redis.call('GET', KEYS[1]) or '', fail and 1 or 0}
+    """
+)
 
 
 def _out_trade_no(request: Request, text: str, body) -> str:
@@ -57,13 +67,10 @@ async def notify(request: Request):
         body = jsonlib.loads(text)
     except ValueError:
         body = None
-    redis = cache(request)
-    behaviour = loads(await redis.get(_KEY_BEHAVIOUR)) or {}
+    raw, fail = await _RECEIVED(cache(request), [_KEY_BEHAVIOUR, _KEY_FAIL_NEXT], [])
+    behaviour = loads(raw or None) or {}
     if behaviour.get("delay_ms"):
         await asyncio.sleep(behaviour["delay_ms"] / 1000)
-    fail = await redis.decr(_KEY_FAIL_NEXT) >= 0
-    if not fail:
-        await redis.set(_KEY_FAIL_NEXT, 0)
     status, answer = (
         (int(behaviour.get("status", 500)), str(behaviour.get("body", "FAIL"))) if fail else (200, "SUCCESS")
     )
@@ -76,9 +83,7 @@ async def notify(request: Request):
         "status": status,
         "answered_success": not fail,
     }
-    key = _KEY_ITEMS.format(_out_trade_no(request, text, body))
-    await redis.rpush(key, dumps(record))
-    await redis.expire(key, _TTL_S)
+    await append_expiring(request, _KEY_ITEMS.format(_out_trade_no(request, text, body)), dumps(record), _TTL_S)
     headers = {"Location": behaviour["location"]} if fail and behaviour.get("location") else None
     return HTTPResponse(answer.encode(), status=status, headers=headers, content_type="text/plain; charset=utf-8")
 

@@ -155,3 +155,18 @@ async def test_a_script_called_alone_survives_a_script_flush_too(rt):
     await rt.redis.script_flush()
     assert await script(rt.redis, ["test-script-alone"], [5]) == 5
     assert await script(rt.redis, ["test-script-alone"], [2]) == 7
+
+
+async def test_a_keyed_command_answers_as_redis_does(rt):
+    key = "test-keyed-command"
+    await rt.redis.delete(key)
+    value = bytes(range(256))  # any bytes, as stamped records carry
+    assert await cache.keyed_command(rt.redis, "GET", key) is None
+    assert await cache.keyed_command(rt.redis, "SET", key, value, "NX", "EX", 60)
+    assert await cache.keyed_command(rt.redis, "SET", key, b"other", "NX", "EX", 60) is None
+    assert await rt.redis.get(key) == value and 0 < await rt.redis.ttl(key) <= 60
+    answers = await asyncio.gather(*(cache.keyed_command(rt.redis, "INCR", f"{key}:n") for _ in range(5)))
+    assert sorted(answers) == [1, 2, 3, 4, 5]
+    assert await cache.keyed_command(rt.redis, "GETDEL", key) == value
+    assert await rt.redis.get(key) is None
+    await rt.redis.delete(f"{key}:n")
