@@ -27,10 +27,10 @@ async def _channel_for_callback(rt: Runtime, channel_code: str, headers: dict, b
     if hint.names_an_order:
         # The institution's account at the reporting channel, even if the resident has
         # since chosen another channel: money taken there must still be recorded.
-        order = await Order.get_or_none(order_no=hint.order_no)
-        if order is not None:
+        institution_id = await Order.filter(order_no=hint.order_no).first().values_list("institution_id", flat=True)
+        if institution_id is not None:
             try:
-                return await accounts.channel_for(rt, order.institution_id, channel_code)
+                return await accounts.channel_for(rt, institution_id, channel_code)
             except ChannelNotAvailable:
                 return None
     if hint.names_a_merchant:
