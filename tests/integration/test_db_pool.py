@@ -38,3 +38,18 @@ async def test_a_connection_released_inside_a_transaction_comes_back_rolled_back
             assert await again.fetchval("SELECT to_regclass('pg_temp.pool_probe')") is None
     finally:
         await pool.close()
+
+
+
+async def test_the_pool_size_comes_from_the_database_url():
+    """README: each worker keeps 5 connections unless ``?maxsize=`` says otherwise."""
+    from tortoise.backends.asyncpg import AsyncpgDBClient
+
+    for url, size in ((TEST_DATABASE_URL, 5), (f"{TEST_DATABASE_URL}?maxsize=3", 3)):
+        credentials = tortoise_config(url)["connections"]["default"]["credentials"]
+        client = AsyncpgDBClient(connection_name="pool_probe", **credentials)
+        await client.create_connection(with_db=True)
+        try:
+            assert client._pool.get_max_size() == size
+        finally:
+            await client.close()
