@@ -14,6 +14,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, html, json, redirect, text
 
 from cardcore import errors
+from cardcore.cache import keyed_command
 from cardcore.models import ClientKind
 from cardcore.text import Readable
 from cashier import accounts, bills, callbacks, counter, notifier, orders, refunds
@@ -153,7 +154,7 @@ async def _payer_openid(request: Request) -> str:
     token = request.cookies.get(PAYER_COOKIE, "")
     if not sessions.token_shaped(token):
         return ""
-    stored = await _rt(request).redis.get(f"cashier:payer:{token}")
+    stored = await keyed_command(_rt(request).redis, "GET", f"cashier:payer:{token}")
     return stored.decode() if stored else ""
 
 

@@ -17,6 +17,7 @@ from sanic.response import HTTPResponse
 from sanic_ext import openapi
 
 from cardcore import errors
+from cardcore.cache import keyed_command
 from cardcore.crypto import constant_time_equal
 from cardcore.models import ResidentAccount
 from openplatform.validation import keep_openapi
@@ -55,7 +56,7 @@ async def end(rt, token: str) -> None:
 
 
 async def account_of(rt, token: str) -> ResidentAccount | None:
-    account_id = await rt.redis.get(_key(token))
+    account_id = await keyed_command(rt.redis, "GET", _key(token))
     if account_id is None:
         return None
     return await ResidentAccount.get_or_none(account_id=account_id.decode())
