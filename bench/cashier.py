@@ -14,9 +14,10 @@ through wechatpy), the payer confirms (``POST /_mock/wechat/pay/orders/{no}/conf
 mock calls ``/cashier/notify/wechat`` back as WeChat does), and the platform's worker POSTs
 the signed ``order.paid`` to the mock hospital, which answers ``SUCCESS``. Throughput is
 orders whose notification was delivered per second, from the first creation to the last
-delivery (read from the database); latency is creation → delivery of each order. The mocks
-run inside the same two workers, so the figure includes the channel's and the hospital's
-work too. The driver is a plain asyncio HTTP/1.1 client with kept-alive connections, so it
+delivery (read from the database); latency is creation → delivery of each order;
+``cpu_ms_per_order`` is the CPU the server's workers, PostgreSQL, Redis and the driver
+spent per order meanwhile (from /proc). The mocks run inside the same two workers, so the
+figures include the channel's and the hospital's work too. The driver is a plain asyncio HTTP/1.1 client with kept-alive connections, so it
 costs little CPU. Goal: ≥ 300 paid orders/s.
 
 create_order — the same create-order request (fresh out_trade_no and nonce each, pre-signed)
@@ -52,6 +53,7 @@ from bench.codes import wrk  # noqa: E402
 from bench.harness import (  # noqa: E402
     PLAIN_PATH,
     BenchFailure,
+    CpuMeter,
     Processes,
     figures,
     machine_info,
@@ -244,11 +246,14 @@ def run(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, machine
         asyncio.run(delivery_figures(database_url, warm, 0, 60))
 
         note(f"end to end: {sizes.orders} orders, {sizes.flows} in flight")
-        started = time.monotonic()
-        asyncio.run(drive(base_url, hospital, sizes))
-        driven_s = time.monotonic() - started
-        end_to_end = asyncio.run(delivery_figures(database_url, warm + sizes.orders, warm, 300))
-        end_to_end.update(driver_s=round(driven_s, 2), flows=sizes.flows)
+        with CpuMeter(server) as cpu:
+            started = time.monotonic()
+            asyncio.run(drive(base_url, hospital, sizes))
+            driven_s = time.monotonic() - started
+            end_to_end = asyncio.run(delivery_figures(database_url, warm + sizes.orders, warm, 300))
+        end_to_end.update(
+            driver_s=round(driven_s, 2), flows=sizes.flows, cpu_ms_per_order=cpu.per_unit_ms(sizes.orders)
+        )
 
         pool_path = work_dir / "create.bin"
         count = MAX_CREATE_RPS * sizes.duration_s

@@ -23,7 +23,10 @@ pre-signed requests, each with its own nonce and a fresh dynamic code of one of 
 registered cards; against ``bench/plain_app.py``, a bare Sanic JSON route on the same
 number of workers, driven the same way in the same run: goal ≥ 30 %. Any verify answer
 other than 200, a socket error, or a run that used up its request pool fails the
-benchmark (exit status 1).
+benchmark (exit status 1). Each round also reports the CPU one request cost the server,
+PostgreSQL, Redis, wrk and this process (``cpu_ms``, from /proc and wrk's rusage);
+``cpu_ratio`` is the bare route's total over a verification's, the throughput ratio of a
+machine doing nothing else, steadier than the measured one on a shared machine.
 
 Needs: PostgreSQL (the database named in --database-url is dropped and created afresh),
 Redis (only the --redis-url database is flushed; default db 15) and wrk (Debian package
@@ -66,6 +69,7 @@ from bench.harness import (  # noqa: E402
     BENCH_DIR,
     PLAIN_PATH,
     BenchFailure,
+    CpuMeter,
     Processes,
     figures,
     flush_redis_db,
@@ -417,8 +421,10 @@ def bench_http(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, 
             signed_at = pool.write(pool_path, count)
             if time.time() - signed_at > SIGNATURE_WINDOW_S - duration_s - 30:
                 raise BenchFailure("building the request pool took too long for the signature window")
-            run = wrk(base_url, sizes, duration_s, ["pool", str(pool_path), str(sizes.wrk_threads)])
+            with CpuMeter(server) as cpu:
+                run = wrk(base_url, sizes, duration_s, ["pool", str(pool_path), str(sizes.wrk_threads)])
             pool_path.unlink()
+            run["cpu_ms"] = cpu.per_unit_ms(run["requests"])
             return run
 
         # Warm-up: fills the card and client caches, and measures how many requests a run
@@ -447,8 +453,10 @@ def bench_http(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, 
         verify_runs, plain_runs = [], []
         for round_no in range(sizes.http_rounds):
             note(f"round {round_no + 1}/{sizes.http_rounds}: plain {sizes.duration_s} s")
-            plain_run = wrk(plain_url, sizes, sizes.duration_s, ["get", PLAIN_PATH])
+            with CpuMeter(plain) as cpu:
+                plain_run = wrk(plain_url, sizes, sizes.duration_s, ["get", PLAIN_PATH])
             require_clean(plain_run, "plain endpoint")
+            plain_run["cpu_ms"] = cpu.per_unit_ms(plain_run["requests"])
             plain_runs.append(plain_run)
             # The bare endpoint just measured bounds what verify can reach: on a busy machine
             # the warm-up's rate says little, and a pool that runs out fails the run.
@@ -483,8 +491,21 @@ def bench_http(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, 
         "workers": WORKERS,
         "wrk": f"-t{sizes.wrk_threads} -c{sizes.connections} -d{sizes.duration_s}s",
         "cards": len(vuids),
-        "rounds": [{"plain": figures(p), "verify": figures(v)} for p, v in zip(plain_runs, verify_runs)],
+        "cpu_ms_per_request": {"verify": best_verify["cpu_ms"], "plain": best_plain["cpu_ms"]},
+        "cpu_ratio": cpu_ratio(best_verify["cpu_ms"], best_plain["cpu_ms"]),
+        "rounds": [
+            {"plain": {**figures(p), "cpu_ms": p["cpu_ms"]}, "verify": {**figures(v), "cpu_ms": v["cpu_ms"]}}
+            for p, v in zip(plain_runs, verify_runs)
+        ],
     }
+
+
+def cpu_ratio(verify_ms: dict | None, plain_ms: dict | None) -> float | None:
+    """The bare route's CPU per request over a verification's, all processes counted: what
+    the throughput ratio would be on a machine whose two cores did nothing else."""
+    if not verify_ms or not plain_ms:
+        return None
+    return round(sum(plain_ms.values()) / sum(verify_ms.values()), 3)
 
 
 # --- machine and main -------------------------------------------------------------------

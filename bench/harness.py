@@ -8,10 +8,12 @@ import asyncio
 import json
 import os
 import re
+import resource
 import socket
 import ssl
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -32,6 +34,69 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def cpu_seconds(server_group: int) -> dict[str, float] | None:
+    """CPU time (user + system, seconds) used so far by the server's process group (the
+    platform's workers, with the mocks mounted in them), PostgreSQL's processes and Redis;
+    None where there is no /proc to read it from."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return None
+    ticks = {"server": 0, "postgres": 0, "redis": 0}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()  # from the state on: man 5 proc
+        used = int(fields[11]) + int(fields[12])  # utime + stime
+        if int(fields[2]) == server_group:
+            ticks["server"] += used
+        elif name == "postgres":
+            ticks["postgres"] += used
+        elif name == "redis-server":
+            ticks["redis"] += used
+    per_second = os.sysconf("SC_CLK_TCK")
+    return {group: count / per_second for group, count in ticks.items()}
+
+
+def _ended_children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class CpuMeter:
+    """CPU time the server, PostgreSQL, Redis, wrk and this process spent while it was
+    entered: what one order or request costs the machine, steadier between runs than a
+    rate on a machine shared with others. PostgreSQL's and Redis's processes count if alive
+    at the end (the servers' pools keep theirs); wrk is this process's child that ended."""
+
+    def __init__(self, server: subprocess.Popen) -> None:
+        self._group = server.pid  # started in a session of its own: its workers share its group
+        self.spent: dict[str, float] | None = None
+
+    def __enter__(self) -> "CpuMeter":
+        self._before = cpu_seconds(self._group)
+        self._own = time.process_time()
+        self._children = _ended_children_cpu()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        after = cpu_seconds(self._group)
+        if self._before is not None and after is not None:
+            self.spent = {group: after[group] - self._before[group] for group in after}
+            self.spent["wrk"] = _ended_children_cpu() - self._children
+            self.spent["driver"] = time.process_time() - self._own
+
+    def per_unit_ms(self, count: int) -> dict[str, float] | None:
+        """Milliseconds of CPU per order or request, by group."""
+        if self.spent is None or count <= 0:
+            return None
+        return {group: round(seconds * 1000 / count, 3) for group, seconds in self.spent.items()}
 
 
 class Processes:

@@ -78,6 +78,11 @@ def test_codes_benchmark_compares_like_with_like(tmp_path):
     # Every verification answered ok and the platform recorded each one.
     assert http["verify_rps"] > 0 and http["plain_rps"] > 0 and http["non_2xx"] == 0
     assert http["verify_events_recorded"] >= http["requests"] > 0
+    # What a request cost every process, from /proc and wrk's rusage.
+    verify_cpu, plain_cpu = http["cpu_ms_per_request"]["verify"], http["cpu_ms_per_request"]["plain"]
+    assert verify_cpu["server"] > 0 and verify_cpu["redis"] > 0 and verify_cpu["wrk"] > 0
+    assert plain_cpu["server"] > 0 and plain_cpu["wrk"] > 0
+    assert 0 < http["cpu_ratio"] == round(sum(plain_cpu.values()) / sum(verify_cpu.values()), 3)
     assert set(result["goals"]) == {"ours_vs_gmssl >= 20", "ours_vs_limit >= 0.5", "http ratio >= 0.3"}
 
 
@@ -89,4 +94,8 @@ def test_cashier_benchmark_delivers_every_paid_order_once(tmp_path):
     end_to_end = result["end_to_end"]
     # delivery_figures fails the run on an unpaid order or a duplicate notification.
     assert end_to_end["orders"] == 150 and end_to_end["orders_per_s"] > 0
+    cpu = end_to_end["cpu_ms_per_order"]  # from /proc: the platform runs on Linux here
+    assert set(cpu) == {"server", "postgres", "redis", "wrk", "driver"}
+    assert cpu["server"] > 0 and cpu["postgres"] > 0 and cpu["redis"] > 0 and cpu["driver"] > 0
+    assert cpu["wrk"] == 0  # wrk runs only in the create-order part
     assert result["create_order"]["create"]["non_2xx"] == 0 and result["create_order"]["create"]["rps"] > 0
