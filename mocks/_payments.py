@@ -277,7 +277,7 @@ class ChannelMock:
     # --- faults -------------------------------------------------------------------------
 
     async def faults(self, request: Request) -> dict:
-        return loads(await cache(request).get(self.key("faults"))) or {}
+        return loads(await keyed_command(cache(request), "GET", self.key("faults"))) or {}
 
     def _fault_keys(self) -> list[str]:
         return [self.key("faults"), self.key("faults", "drop_after"), self.key("faults", "drop")]

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
-from cashier.channels.dev import mock_merchant_configs, unionpay_gateway_signing_key
+from cashier.channels.dev import unionpay_gateway_signing_key
 from cashier.channels.unionpay import cert_id, parse_form, sign, signature_ok
 from mocks._common import cache, settings_of
 from mocks._payments import BEIJING, ChannelMock, Notification, Refusal, beijing_now, digits, fee_of
@@ -37,7 +37,7 @@ TIME = "%Y%m%d%H%M%S"
 
 async def _keys(request: Request):
     settings = settings_of(request)
-    account = (await asyncio.to_thread(mock_merchant_configs, settings))["unionpay"]
+    account = await mock.merchant(request)
     private_pem, cert_pem = await asyncio.to_thread(unionpay_gateway_signing_key, settings)
     merchant_cert = x509.load_pem_x509_certificate(account.secrets["sign_cert"].encode())
     gateway_cert = x509.load_pem_x509_certificate(cert_pem.encode())
