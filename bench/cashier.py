@@ -17,8 +17,9 @@ orders whose notification was delivered per second, from the first creation to t
 delivery (read from the database); latency is creation → delivery of each order;
 ``cpu_ms_per_order`` is the CPU the server's workers, PostgreSQL, Redis and the driver
 spent per order meanwhile (from /proc). The mocks run inside the same two workers, so the
-figures include the channel's and the hospital's work too. The driver is a plain asyncio HTTP/1.1 client with kept-alive connections, so it
-costs little CPU. Goal: ≥ 300 paid orders/s.
+figures include the channel's and the hospital's work too. The driver is a plain asyncio
+HTTP/1.1 client with kept-alive connections, so it costs little CPU. Goal: ≥ 300 paid
+orders/s.
 
 create_order — the same create-order request (fresh out_trade_no and nonce each, pre-signed)
 replayed by wrk against the platform, vs a bare Sanic JSON route on the same number of

@@ -40,7 +40,6 @@ async def test_a_connection_released_inside_a_transaction_comes_back_rolled_back
         await pool.close()
 
 
-
 async def test_the_pool_size_comes_from_the_database_url():
     """README: each worker keeps 5 connections unless ``?maxsize=`` says otherwise."""
     from tortoise.backends.asyncpg import AsyncpgDBClient
