@@ -339,8 +339,8 @@ def keyed_command(client: redis.Redis, command: str, key: str, *args: Any) -> Aw
 STAMPS_CHECK_LUA = f"""
 local function changed_record(n)
   for i = 1, n do
-    local value = redis.call('GET', KEYS[i])
-    if not value or string.sub(value, 1, {STAMP_LENGTH}) ~= ARGV[i] then
+    -- Only the stamp, not the record: a missing record reads as '', which no stamp is.
+    if redis.call('GETRANGE', KEYS[i], 0, {STAMP_LENGTH - 1}) ~= ARGV[i] then
       return i
     end
   end

@@ -77,7 +77,7 @@ async def test_a_flusher_stopped_between_insert_and_removal_writes_no_duplicate(
         raise asyncio.CancelledError()
 
     with monkeypatch.context() as patch:
-        patch.setattr(type(rt.redis), "xdel", stopped)
+        patch.setattr(codeevents, "_remove_through", stopped)
         with pytest.raises(asyncio.CancelledError):
             await codeevents.flush(rt)
     assert len(await rows_for(ids)) == 4  # written, but still queued
@@ -102,6 +102,35 @@ async def test_an_unreadable_entry_is_set_aside_and_blocks_nothing(rt, quiet_que
     assert await codeevents.pending(rt) == 0
     assert len(await rows_for(ids)) == 2
     assert any(fields[b"event"] == b"{not json" for _, fields in await rt.redis.xrange(codeevents.DEAD_STREAM))
+
+
+async def test_events_queued_as_objects_before_an_upgrade_are_written_too(rt, quiet_queue):
+    import ujson
+
+    older = card_id()
+    event = {
+        "uid": secrets.token_hex(16), "at": 1_790_000_000.5, "action": "verify", "health_card_id": older,
+        "code_type": "static", "scene": "pharmacy", "client_id": "trm_old", "institution_id": "ins_old", "terminal_id": None,
+    }  # fmt: skip
+    await rt.redis.xadd(codeevents.STREAM, {"event": ujson.dumps(event), "result": b"CARD_INACTIVE"})
+    newer = await queue_events(rt, 1)
+    assert await codeevents.flush(rt) == 2
+    [row] = await rows_for([older])
+    assert (row.uid, row.code_type, row.result, row.client_id, row.terminal_id) == (
+        event["uid"], "static", "CARD_INACTIVE", "trm_old", None
+    )
+    assert row.created_at.timestamp() == 1_790_000_000.5
+    assert len(await rows_for(newer)) == 1
+
+
+async def test_an_entry_of_another_shape_is_set_aside(rt, quiet_queue):
+    await rt.redis.xadd(codeevents.STREAM, {"result": b"ok", "event": b"[]"})
+    await rt.redis.xadd(codeevents.STREAM, {"event": b'["uid", 1]', "result": b"ok"})
+    ids = await queue_events(rt, 1)
+    assert await codeevents.flush(rt) == 1
+    assert await codeevents.pending(rt) == 0
+    assert len(await rows_for(ids)) == 1
+    assert len(await rt.redis.xrange(codeevents.DEAD_STREAM)) >= 2
 
 
 async def test_the_background_flusher_writes_on_its_own_and_the_rest_when_stopped(rt, quiet_queue):
