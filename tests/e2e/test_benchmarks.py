@@ -74,6 +74,8 @@ def test_codes_benchmark_compares_like_with_like(tmp_path):
         result = run_bench("codes.py", "--database-url", database_url, "--redis-url", redis_url)
     in_process = result["in_process"]
     assert in_process["ours_ops_s"] > 0 and in_process["gmssl_ops_s"] > 0 and in_process["limit_ops_s"] > 0
+    assert in_process["floor_ops_s"] > 0
+    assert in_process["floor_vs_limit"] == round(in_process["floor_ops_s"] / in_process["limit_ops_s"], 3)
     http = result["http"]
     # Every verification answered ok and the platform recorded each one.
     assert http["verify_rps"] > 0 and http["plain_rps"] > 0 and http["non_2xx"] == 0
