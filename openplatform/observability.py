@@ -131,7 +131,10 @@ class RequestTally:
     async def flush_every_period(self) -> None:
         while True:
             await asyncio.sleep(self.FLUSH_S)
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # e.g. the metrics directory went away: keep serving, say so
+                logging.getLogger("ehc.metrics").exception("request metrics could not be written")
 
 
 REQUEST_TALLY = RequestTally()
