@@ -39,12 +39,16 @@ def event_fields(action: str, actor: Actor, code_type: str, scene: str, health_c
     """Everything an event records except its result, as the queue carries it: a JSON
     array in ``_EVENT_FIELDS`` order (shorter to write, keep and read back than an object,
     once for every verification)."""
+    now_ns = time.time_ns()
     return ujson.dumps(
         [
-            # A key for writing the row once, not a secret: the fast generator spares a
-            # getrandom() call per event (each process seeds it from the OS, forks reseed).
-            f"{random.getrandbits(128):032x}",
-            time.time(),
+            # A key for writing the row once, not a secret: the time first, so that the
+            # unique index grows at its end (random keys cost PostgreSQL 13–17 µs a row
+            # against 11, and scatter writes over the index as the table grows), then 64
+            # bits from the fast generator, which spares a getrandom() call per event
+            # (each process seeds it from the OS, forks reseed).
+            f"{now_ns:016x}{random.getrandbits(64):016x}",
+            now_ns / 1e9,
             action,
             health_card_id if health_card_id and len(health_card_id) == 64 else None,
             code_type,
