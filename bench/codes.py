@@ -64,7 +64,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from cryptography.hazmat.primitives import hashes  # noqa: E402
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes  # noqa: E402
 from gmssl import sm3 as gmssl_sm3  # noqa: E402
 from gmssl import sm4 as gmssl_sm4  # noqa: E402
 
@@ -204,8 +203,8 @@ def limit_loops(protection_key: bytes) -> dict:
     """
     import hashlib
 
-    cipher = Cipher(algorithms.SM4(protection_key), modes.ECB())
-    enc, dec = cipher.encryptor().update, cipher.decryptor().update
+    sm4 = crypto.SM4Block(protection_key)
+    enc, dec = sm4.encrypt_block, sm4.decrypt_block
     message, block = bytes(range(72)), bytes(range(16))
     loops = {}
 
@@ -258,12 +257,10 @@ def floor_loop(protection_key: bytes, vuids: list[str], expires_at_s: int):
     those checks. The primitives are called exactly as ours calls them.
     """
     import binascii
-    import hashlib
 
-    cipher = Cipher(algorithms.SM4(protection_key), modes.ECB())
-    enc, dec = cipher.encryptor().update, cipher.decryptor().update
-    # hashlib's SM3 where OpenSSL has it, as ours; else cryptography's, as ours then.
-    fresh = hashlib.new("sm3").copy if "sm3" in hashlib.algorithms_available else crypto.new_sm3
+    block = crypto.SM4Block(protection_key)
+    enc, dec = block.encrypt_block, block.decrypt_block
+    fresh = crypto.new_sm3  # the SM3 context ours uses (hashlib's, else cryptography's)
     pack, unpack = _HEAD.pack, _HEAD.unpack
     plain = re.compile(r"([0-9A-F]{64}):0:([0-9A-F]{32})").fullmatch
     unhex, now, compare = binascii.a2b_hex, time.time, hmac.compare_digest

@@ -46,7 +46,8 @@ def dumps(value) -> str:
 
 
 def loads(raw: bytes | str | None):
-    return None if raw is None else json.loads(raw)
+    """A stored JSON value; None when there is none (a script answers a missing key as '')."""
+    return None if not raw else json.loads(raw)
 
 
 def is_form(request: Request) -> bool:

@@ -321,7 +321,7 @@ class ChannelMock:
         ``drop_after`` / ``drop_responses`` (one round trip), then waits ``delay_ms``."""
         raw, drop = await _API_CALL(cache(request), self._fault_keys(), [])
         request.ctx.mock_drops_answer = bool(drop)
-        faults = loads(raw or None) or {}
+        faults = loads(raw) or {}
         if faults.get("delay_ms"):
             await asyncio.sleep(faults["delay_ms"] / 1000)
 
@@ -342,7 +342,7 @@ class ChannelMock:
         """Send the notification ``build(faults)`` in the background, as the faults say."""
         redis = cache(request)
         raw, count = await _NOTIFYING(redis, [self.key("faults"), self.key("notified", out_trade_no)], [ORDER_TTL_S])
-        faults = loads(raw or None) or {}
+        faults = loads(raw) or {}
         notification = build(faults)
         app, http = request.app, outbound_http(request)
         held_key = self.key("held", out_trade_no)

@@ -68,7 +68,7 @@ async def notify(request: Request):
     except ValueError:
         body = None
     raw, fail = await _RECEIVED(cache(request), [_KEY_BEHAVIOUR, _KEY_FAIL_NEXT], [])
-    behaviour = loads(raw or None) or {}
+    behaviour = loads(raw) or {}
     if behaviour.get("delay_ms"):
         await asyncio.sleep(behaviour["delay_ms"] / 1000)
     status, answer = (
