@@ -36,6 +36,9 @@ UNPAID = (OrderStatus.created, OrderStatus.paying)
 # A paid order stays paid however often the channel says so again.
 SETTLEABLE = (OrderStatus.created, OrderStatus.paying, OrderStatus.closed)
 MAX_AMOUNT_FEN = 100_000_000_00  # one hundred million yuan: anything above is a typing error
+# The columns settling and closing change: the statement writes these, not the whole row.
+_PAID_FIELDS = ("status", "paid_fen", "insurance_fen", "paid_at", "channel_trade_no", "channel", "closed_at", "updated_at")
+_CLOSED_FIELDS = ("status", "closed_at", "failure_reason", "updated_at")
 
 
 class OrderRequest(BaseModel):
@@ -197,7 +200,7 @@ async def settle_payment(
         order.channel_trade_no = state.channel_trade_no
         order.channel = channel or order.channel
         order.closed_at = None
-        await order.save(using_db=conn)
+        await order.save(using_db=conn, update_fields=_PAID_FIELDS)
         await notifier.enqueue(conn, order, "order.paid")
     notifier.wake()
     log.info("order paid", extra={"order_no": order_no, "source": source, "channel": order.channel})
@@ -213,7 +216,7 @@ async def _mark_closed(order_no: str, reason: str = "") -> bool:
         order.closed_at = utcnow()
         if reason:
             order.failure_reason = reason[:255]
-        await order.save(using_db=conn)
+        await order.save(using_db=conn, update_fields=_CLOSED_FIELDS)
         await notifier.enqueue(conn, order, "order.closed")
     notifier.wake()
     return True

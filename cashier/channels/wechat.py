@@ -51,6 +51,7 @@ from cashier.channels._common import (
     create_once,
     field,
     parse_beijing,
+    pin_environment,
     refused,
     unreachable,
     yuan_to_fen,
@@ -214,6 +215,7 @@ class WeChatChannel(Channel):
                     sign_type=self.sign_type,
                 )
                 client.API_BASE_URL = self.gateway
+                pin_environment(client._http, self.gateway)
                 self._clients[(app_id, with_certificate)] = client
             return client
 

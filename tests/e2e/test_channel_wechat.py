@@ -4,11 +4,12 @@ the H5 page, both sign types."""
 from __future__ import annotations
 
 import re
+import socket
 from dataclasses import replace
 
 import pytest
 
-from cashier.channels.base import ChannelRefused
+from cashier.channels.base import ChannelRefused, ChannelUnreachable
 from cashier.channels.dev import mock_merchant_configs
 from cashier.channels.wechat import WeChatChannel, sign
 from tests.e2e.payments import payment_request, raw_request
@@ -96,3 +97,31 @@ async def test_a_wrong_api_key_is_refused_by_the_channel(config, live_server):
     with pytest.raises(ChannelRefused) as refused:
         await wrong.query("NO-SUCH-ORDER")
     assert refused.value.details["code"] == "签名错误"
+
+
+async def test_proxy_settings_of_the_environment_are_read_when_the_client_is_built(config, live_server, monkeypatch):
+    """Calls go through HTTP(S)_PROXY unless NO_PROXY names the gateway, as requests does;
+    the environment is read once per client, not on every call."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: a proxy that refuses connections
+    dead_proxy = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    try:
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"):
+            monkeypatch.setenv(name, dead_proxy)
+        through_proxy = WeChatChannel(config)
+        with pytest.raises(ChannelUnreachable):
+            await through_proxy.create_payment(payment_request(live_server.base_url, "wechat_jsapi", 100, payer_id=OPENID))
+
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+        direct = WeChatChannel(config)
+        action = await direct.create_payment(payment_request(live_server.base_url, "wechat_jsapi", 100, payer_id=OPENID))
+        assert action.action == "jsapi"
+
+        # Read once: the client built before NO_PROXY was set still goes to the proxy.
+        with pytest.raises(ChannelUnreachable):
+            await through_proxy.create_payment(payment_request(live_server.base_url, "wechat_jsapi", 100, payer_id=OPENID))
+    finally:
+        closed.close()
