@@ -9,13 +9,17 @@ the event loop stopped meanwhile). Sessions are opened once and kept: one per ev
 for calls that bring none (``shared_session``), one per notification worker.
 
 Redirects are never followed (an answer is what the called service said), cookies never
-kept (no call is a browser session), and an answer can be read only up to a limit.
+kept (no call is a browser session), and an answer can be read only up to a limit. Calls
+go through the proxy the environment names (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``;
+not for hosts in ``NO_PROXY``), as the SDKs' own calls do.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
+from functools import lru_cache
 from typing import NamedTuple
 from weakref import WeakKeyDictionary
 
@@ -93,10 +97,23 @@ async def fetch(
     session = session or shared_session()
     options = {} if timeout_s is None else {"timeout": aiohttp.ClientTimeout(total=timeout_s)}  # else the session's
     async with session.request(
-        method, target, data=data, headers=headers, allow_redirects=False, **options
+        method, target, data=data, headers=headers, allow_redirects=False, proxy=proxy_for(target.scheme, target.host), **options
     ) as answer:
         content = await (_read_at_most(answer, read_limit) if read_limit is not None else answer.read())
         return Reply(answer.status, answer.headers, content)
+
+
+@lru_cache(maxsize=1024)
+def proxy_for(scheme: str, host: str | None) -> str | None:
+    """The proxy the environment names for calls to ``host`` over ``scheme``, or None.
+
+    Read once per host (aiohttp's ``trust_env`` would read the environment, and look for a
+    ``.netrc``, on every call): a worker's environment does not change while it runs.
+    """
+    if not host or urllib.request.proxy_bypass(host):
+        return None
+    proxies = urllib.request.getproxies()
+    return proxies.get(scheme) or proxies.get("all") or None
 
 
 async def _read_at_most(answer: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -75,3 +75,33 @@ async def test_one_shared_session_per_event_loop_until_closed():
     assert outbound.shared_session() is first
     await outbound.close_shared_session()
     assert first.closed and outbound.shared_session() is not first
+
+
+@pytest.fixture
+def proxy_environment(monkeypatch):
+    """Proxy variables as the test sets them, read afresh by outbound."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    outbound.proxy_for.cache_clear()
+    yield monkeypatch
+    outbound.proxy_for.cache_clear()
+
+
+async def test_calls_go_through_the_proxy_the_environment_names(server, proxy_environment):
+    proxy_environment.setenv("HTTP_PROXY", server)  # the loopback server plays the proxy
+    reply = await outbound.fetch(None, "POST", "http://his.example.invalid/notify?a=b", data=b"{}")
+    assert (reply.status_code, reply.text) == (200, "SUCCESS")
+    assert Server.seen == [b"POST http://his.example.invalid/notify?a=b HTTP/1.1"]
+
+
+async def test_hosts_in_no_proxy_are_called_directly(server, proxy_environment):
+    proxy_environment.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nobody there
+    proxy_environment.setenv("NO_PROXY", "localhost,127.0.0.1")
+    reply = await outbound.fetch(None, "GET", server + "/notify")
+    assert reply.status_code == 200 and Server.seen == [b"GET /notify HTTP/1.1"]
+
+
+async def test_without_proxy_variables_calls_go_directly(server, proxy_environment):
+    reply = await outbound.fetch(None, "GET", server + "/notify")
+    assert reply.status_code == 200 and Server.seen == [b"GET /notify HTTP/1.1"]
