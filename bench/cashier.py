@@ -42,7 +42,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -57,10 +56,10 @@ from bench.harness import (  # noqa: E402
     CpuMeter,
     Processes,
     figures,
-    machine_info,
     note,
     prepare_platform,
     raw_request,
+    report_head,
     require_clean,
     wrk_version,
 )
@@ -288,12 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("bench/cashier.py: wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
         return 2
-    report: dict = {
-        "benchmark": "bench/cashier.py",
-        "mode": "quick" if args.quick else "full",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {**machine_info(), "wrk": wrk_version()},
-    }
+    report = report_head(args.quick)
+    report["machine"]["wrk"] = wrk_version()
     work_dir = Path(tempfile.mkdtemp(prefix="ehc-bench-cashier-"))
     try:
         report.update(run(sizes, work_dir, args.database_url, args.redis_url, report["machine"]))

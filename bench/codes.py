@@ -55,7 +55,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -75,10 +74,10 @@ from bench.harness import (  # noqa: E402
     Processes,
     figures,
     flush_redis_db,
-    machine_info,
     note,
     prepare_platform,
     raw_request,
+    report_head,
     require_clean,
     run_wrk,
     wrk_version,
@@ -582,12 +581,7 @@ def main(argv: list[str] | None = None) -> int:
               "for the HTTP figures. Use --quick to skip the HTTP part.", file=sys.stderr)  # fmt: skip
         return 2
 
-    report: dict = {
-        "benchmark": "bench/codes.py",
-        "mode": "quick" if args.quick else "full",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(),
-    }
+    report = report_head(args.quick)
     work_dir = Path(tempfile.mkdtemp(prefix="ehc-bench-codes-"))
     try:
         note("in-process issue+verify: ours, gmssl, limit")

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -243,6 +244,17 @@ def machine_info() -> dict:
         "platform": f"{os.uname().sysname} {os.uname().release} {os.uname().machine}",
         "openssl_hashlib": ssl.OPENSSL_VERSION,
         "openssl_cryptography": f"{backend.openssl_version_text()} (cryptography {cryptography.__version__})",
+    }
+
+
+def report_head(quick: bool, **extra) -> dict:
+    """The first fields of a benchmark's report: which script, how it ran, when, on what."""
+    return {
+        "benchmark": f"bench/{Path(sys.argv[0]).name}",
+        "mode": "quick" if quick else "full",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        **extra,
     }
 
 

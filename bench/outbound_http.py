@@ -25,7 +25,6 @@ import json
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import aiohttp
@@ -36,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.harness import BenchFailure, machine_info, note  # noqa: E402
+from bench.harness import BenchFailure, note, report_head  # noqa: E402
 from cardcore import outbound, signing  # noqa: E402
 from cashier import notifier  # noqa: E402
 
@@ -187,13 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Outbound HTTP client CPU per notification (prints JSON).")
     parser.add_argument("--quick", action="store_true", help="small sizes: proves the benchmark works")
     args = parser.parse_args(argv)
-    report: dict = {
-        "benchmark": "bench/outbound_http.py",
-        "mode": "quick" if args.quick else "full",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(),
-        "versions": {"aiohttp": aiohttp.__version__, "httpx": httpx.__version__, "uvloop": uvloop.__version__},
-    }
+    report = report_head(
+        args.quick, versions={"aiohttp": aiohttp.__version__, "httpx": httpx.__version__, "uvloop": uvloop.__version__}
+    )
     try:
         report["figures"] = uvloop.run(run(QUICK if args.quick else FULL))
     except BenchFailure as exc:

@@ -48,7 +48,6 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, astuple, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -61,10 +60,10 @@ from bench.harness import (  # noqa: E402
     Processes,
     flush_redis_db,
     latency_figures,
-    machine_info,
     note,
     prepare_platform,
     raw_request,
+    report_head,
     run_wrk,
     wrk_version,
 )
@@ -445,13 +444,9 @@ def main(argv: list[str] | None = None) -> int:
         print("bench/scan_load.py: wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
         return 2
 
-    report: dict = {
-        "benchmark": "bench/scan_load.py",
-        "mode": "quick" if args.quick else "full",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(),
-        "setup": {"workers": WORKERS, "wrk_threads": 1, "code_ttl_s": CODE_TTL_S, **asdict(sizes)},
-    }
+    report = report_head(
+        args.quick, setup={"workers": WORKERS, "wrk_threads": 1, "code_ttl_s": CODE_TTL_S, **asdict(sizes)}
+    )
     # The machine may be shared: how busy it was belongs with the figures.
     report["machine"]["load_average_before"] = [round(x, 2) for x in os.getloadavg()]
     work_dir = Path(tempfile.mkdtemp(prefix="ehc-bench-scan-"))

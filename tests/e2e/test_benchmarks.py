@@ -45,6 +45,9 @@ def test_outbound_http_bench_measures_every_client_at_every_concurrency():
         assert len(figures) == 3 and all(value > 0 for value in figures), row
 
 
+needs_postgres = pytest.mark.skipif(
+    not TEST_DATABASE_URL, reason="the ORM benchmark runs on PostgreSQL: set EHC_TEST_DATABASE_URL"
+)
 needs_postgres_and_redis = pytest.mark.skipif(
     not (TEST_DATABASE_URL and TEST_REDIS_URL),
     reason="the HTTP benchmarks run on PostgreSQL + Redis: set EHC_TEST_DATABASE_URL and EHC_TEST_REDIS_URL",
@@ -101,3 +104,16 @@ def test_cashier_benchmark_delivers_every_paid_order_once(tmp_path):
     assert cpu["server"] > 0 and cpu["postgres"] > 0 and cpu["redis"] > 0 and cpu["driver"] > 0
     assert cpu["wrk"] == 0  # wrk runs only in the create-order part
     assert result["create_order"]["create"]["non_2xx"] == 0 and result["create_order"]["create"]["rps"] > 0
+
+
+@needs_postgres
+def test_orm_benchmark_sends_each_statement_three_ways(tmp_path):
+    with isolated_storage(tmp_path) as (database_url, _):
+        # The run itself fails if a way reads another order or its update changes no row.
+        result = run_bench("orm_statements.py", "--database-url", database_url)
+    rows = result["figures"]["rows"]
+    assert [row["statement"] for row in rows] == ["order read by number", "guarded status update"]
+    assert rows[0]["sql"].startswith("SELECT ") and rows[1]["sql"].startswith('UPDATE "cashier_order" SET ')
+    for row in rows:
+        assert row["orm_us_cpu"] > 0 and row["prepared_us_cpu"] > 0 and row["asyncpg_us_cpu"] > 0
+        assert row["orm_vs_asyncpg"] > 0 and row["building_share"] < 1
