@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.request
 from functools import lru_cache
 from typing import NamedTuple
 from weakref import WeakKeyDictionary
 
 import aiohttp
+import requests.utils
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -107,12 +107,15 @@ async def fetch(
 def proxy_for(scheme: str, host: str | None) -> str | None:
     """The proxy the environment names for calls to ``host`` over ``scheme``, or None.
 
-    Read once per host (aiohttp's ``trust_env`` would read the environment, and look for a
+    requests' reading of the variables, which the payment SDKs' own calls get too
+    (``NO_PROXY`` may list domains, addresses and networks such as ``10.0.0.0/8``). Read
+    once per host (aiohttp's ``trust_env`` would read the environment, and look for a
     ``.netrc``, on every call): a worker's environment does not change while it runs.
     """
-    if not host or urllib.request.proxy_bypass(host):
+    if not host:
         return None
-    proxies = urllib.request.getproxies()
+    authority = f"[{host}]" if ":" in host else host
+    proxies = requests.utils.get_environ_proxies(f"{scheme}://{authority}/")  # empty when NO_PROXY names it
     return proxies.get(scheme) or proxies.get("all") or None
 
 

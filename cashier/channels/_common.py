@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -92,15 +93,18 @@ def create_once(path: Path, make: Callable[[], bytes], mode: int = 0o600) -> byt
 
 
 def pin_environment(session: requests.Session, url: str) -> None:
-    """Proxy (``HTTPS_PROXY``, ``NO_PROXY``…) and CA-bundle settings from the environment,
-    read now for the gateway at ``url`` instead of on every call.
+    """Proxy (``outbound.proxy_for``) and CA-bundle settings from the environment, read now
+    for the gateway at ``url`` instead of on every call.
 
     With ``trust_env`` on, requests reads the proxy variables and looks for a ``.netrc`` on
     each request: a few per cent of a worker's CPU when many payments start at once. A
     server's environment does not change while it runs; a gateway's address only with its
     account, whose client is built anew then.
     """
-    session.proxies.update(requests.utils.get_environ_proxies(url))
+    parts = urlsplit(url)
+    proxy = outbound.proxy_for(parts.scheme, parts.hostname)
+    if proxy:
+        session.proxies[parts.scheme] = proxy
     ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
     if ca_bundle and session.verify is True:
         session.verify = ca_bundle

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 
+from cardcore import outbound
 from cashier.channels.base import ChannelRefused, ChannelUnreachable
 from cashier.channels.dev import mock_merchant_configs
 from cashier.channels.wechat import WeChatChannel, sign
@@ -101,10 +102,11 @@ async def test_a_wrong_api_key_is_refused_by_the_channel(config, live_server):
 
 async def test_proxy_settings_of_the_environment_are_read_when_the_client_is_built(config, live_server, monkeypatch):
     """Calls go through HTTP(S)_PROXY unless NO_PROXY names the gateway, as requests does;
-    the environment is read once per client, not on every call."""
+    a client keeps what it read when it was built, not what the environment says later."""
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))  # bound, never listening: a proxy that refuses connections
     dead_proxy = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    outbound.proxy_for.cache_clear()  # what the variables said before this test
     try:
         for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
             monkeypatch.delenv(name, raising=False)
@@ -116,12 +118,14 @@ async def test_proxy_settings_of_the_environment_are_read_when_the_client_is_bui
 
         monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
         monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+        outbound.proxy_for.cache_clear()  # as a restarted worker reads them
         direct = WeChatChannel(config)
         action = await direct.create_payment(payment_request(live_server.base_url, "wechat_jsapi", 100, payer_id=OPENID))
         assert action.action == "jsapi"
 
-        # Read once: the client built before NO_PROXY was set still goes to the proxy.
+        # The client built before NO_PROXY was set still goes to the proxy.
         with pytest.raises(ChannelUnreachable):
             await through_proxy.create_payment(payment_request(live_server.base_url, "wechat_jsapi", 100, payer_id=OPENID))
     finally:
         closed.close()
+        outbound.proxy_for.cache_clear()  # what the dead proxy variables left behind

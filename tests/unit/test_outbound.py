@@ -95,9 +95,10 @@ async def test_calls_go_through_the_proxy_the_environment_names(server, proxy_en
     assert Server.seen == [b"POST http://his.example.invalid/notify?a=b HTTP/1.1"]
 
 
-async def test_hosts_in_no_proxy_are_called_directly(server, proxy_environment):
+@pytest.mark.parametrize("no_proxy", ["localhost,127.0.0.1", "10.0.0.0/8,127.0.0.0/8"])
+async def test_hosts_in_no_proxy_are_called_directly(server, proxy_environment, no_proxy):
     proxy_environment.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nobody there
-    proxy_environment.setenv("NO_PROXY", "localhost,127.0.0.1")
+    proxy_environment.setenv("NO_PROXY", no_proxy)
     reply = await outbound.fetch(None, "GET", server + "/notify")
     assert reply.status_code == 200 and Server.seen == [b"GET /notify HTTP/1.1"]
 
