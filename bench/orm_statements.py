@@ -85,9 +85,18 @@ async def _write_orders(count: int) -> list[str]:
     return numbers
 
 
-def _check_same_sql(tortoise_sql: str, asyncpg_sql: str) -> None:
-    if tortoise_sql != asyncpg_sql:
-        raise BenchFailure(f"the ORM now builds other SQL than measured:\n{tortoise_sql}\n{asyncpg_sql}")
+# run() sends its values in the order of these placeholders; a Tortoise that builds other
+# SQL fails the run instead of having values sent to the wrong columns.
+UPDATE_SQL = (
+    'UPDATE "cashier_order" SET "status"=$1,"channel"=$2,"method"=$3,"failure_reason"=$4 '
+    'WHERE "order_no"=$5 AND "status" IN ($6,$7)'
+)
+READ_SQL_END = ' FROM "cashier_order" WHERE "order_no"=$1 LIMIT $2'
+
+
+def _expect_sql(built: str, expected_end: str) -> None:
+    if not built.endswith(expected_end):
+        raise BenchFailure(f"the ORM now builds other SQL than this benchmark sends values for:\n{built}")
 
 
 async def run(sizes: Sizes, database_url: str) -> dict:
@@ -102,11 +111,10 @@ async def run(sizes: Sizes, database_url: str) -> dict:
         connection = connections.get("default")
         read_sql = _read_query(numbers[0]).sql()
         update_sql = _paying_update(numbers[0]).sql()
+        _expect_sql(read_sql, READ_SQL_END)
+        _expect_sql(update_sql, UPDATE_SQL)
         update_values = lambda number: ["paying", "wechat", "wechat_h5", "", number, "created", "paying"]  # noqa: E731
 
-        # The values are the ORM's own, in its order: the prepared and asyncpg ways must
-        # touch the same rows as the ORM's call does.
-        _check_same_sql(update_sql, _paying_update(numbers[1]).sql())
         expected = await raw.execute(update_sql, *update_values(numbers[0]))
         if expected != "UPDATE 1":
             raise BenchFailure(f"the guarded update as sent by asyncpg changed {expected!r}, not one row")
