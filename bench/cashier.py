@@ -58,7 +58,9 @@ from bench.harness import (  # noqa: E402
     figures,
     note,
     prepare_platform,
+    print_report,
     raw_request,
+    report_failure,
     report_head,
     require_clean,
     wrk_version,
@@ -293,13 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report.update(run(sizes, work_dir, args.database_url, args.redis_url, report["machine"]))
     except BenchFailure as exc:
-        print(f"bench/cashier.py FAILED: {exc}", file=sys.stderr)
-        return 1
+        return report_failure(exc)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     report["goals"] = {f"orders_per_s >= {GOAL_ORDERS_PER_S}": report["end_to_end"]["orders_per_s"] >= GOAL_ORDERS_PER_S}
-    print(json.dumps(report, ensure_ascii=False, indent=2, default=str))
-    return 0
+    return print_report(report)
 
 
 if __name__ == "__main__":

@@ -76,7 +76,9 @@ from bench.harness import (  # noqa: E402
     flush_redis_db,
     note,
     prepare_platform,
+    print_report,
     raw_request,
+    report_failure,
     report_head,
     require_clean,
     run_wrk,
@@ -594,8 +596,7 @@ def main(argv: list[str] | None = None) -> int:
             report["machine"]["wrk"] = wrk_version()
             report["http"] = bench_http(sizes, work_dir, args.database_url, args.redis_url, report["machine"])
     except BenchFailure as exc:
-        print(f"bench/codes.py FAILED: {exc}", file=sys.stderr)
-        return 1
+        return report_failure(exc)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
         if have_wrk and not args.skip_http:
@@ -604,8 +605,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # noqa: BLE001 - cleanup must not hide the real outcome
                 note(f"could not flush {args.redis_url}: {exc}")
     report["goals"] = goals(report["in_process"], report["http"])
-    print(json.dumps(report, ensure_ascii=False, indent=2))
-    return 0
+    return print_report(report)
 
 
 if __name__ == "__main__":

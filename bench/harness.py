@@ -258,6 +258,18 @@ def report_head(quick: bool, **extra) -> dict:
     }
 
 
+def print_report(report: dict) -> int:
+    """The report as JSON on stdout; exit status 0."""
+    print(json.dumps(report, ensure_ascii=False, indent=2, default=str))
+    return 0
+
+
+def report_failure(exc: BenchFailure) -> int:
+    """Why the benchmark could not produce honest figures, on stderr; exit status 1."""
+    print(f"bench/{Path(sys.argv[0]).name} FAILED: {exc}", file=sys.stderr)
+    return 1
+
+
 def wrk_version() -> str:
     done = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
     output = done.stdout or done.stderr

@@ -25,8 +25,6 @@ Rounds alternate the three ways; each figure is the best round.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
 import secrets
 import sys
@@ -41,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.harness import BenchFailure, note, recreate_database, report_head  # noqa: E402
+from bench.harness import BenchFailure, note, print_report, recreate_database, report_failure, report_head  # noqa: E402
 from cardcore import db  # noqa: E402
 from cashier.models import Order, OrderStatus  # noqa: E402
 from cashier.orders import UNPAID, get_order  # noqa: E402
@@ -103,6 +101,8 @@ async def run(sizes: Sizes, database_url: str) -> dict:
     import asyncpg
     from tortoise import connections
 
+    note(f"recreating database {database_url.rsplit('/', 1)[-1]}")
+    await recreate_database(database_url)
     await db.migrate(database_url, MODEL_APPS)
     await db.init_db(database_url, MODEL_APPS)
     raw = await asyncpg.connect(database_url)
@@ -113,7 +113,9 @@ async def run(sizes: Sizes, database_url: str) -> dict:
         update_sql = _paying_update(numbers[0]).sql()
         _expect_sql(read_sql, READ_SQL_END)
         _expect_sql(update_sql, UPDATE_SQL)
-        update_values = lambda number: ["paying", "wechat", "wechat_h5", "", number, "created", "paying"]  # noqa: E731
+
+        def update_values(number: str) -> list:
+            return ["paying", "wechat", "wechat_h5", "", number, "created", "paying"]
 
         expected = await raw.execute(update_sql, *update_values(numbers[0]))
         if expected != "UPDATE 1":
@@ -195,14 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = report_head(args.quick)
     try:
-        note(f"recreating database {args.database_url.rsplit('/', 1)[-1]}")
-        asyncio.run(recreate_database(args.database_url))
         report["figures"] = uvloop.run(run(QUICK if args.quick else FULL, args.database_url))
     except BenchFailure as exc:
-        print(f"bench/orm_statements.py: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(report, ensure_ascii=False, indent=1))
-    return 0
+        return report_failure(exc)
+    return print_report(report)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.harness import BenchFailure, note, report_head  # noqa: E402
+from bench.harness import BenchFailure, note, print_report, report_failure, report_head  # noqa: E402
 from cardcore import outbound, signing  # noqa: E402
 from cashier import notifier  # noqa: E402
 
@@ -192,10 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report["figures"] = uvloop.run(run(QUICK if args.quick else FULL))
     except BenchFailure as exc:
-        print(f"bench/outbound_http.py FAILED: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(report, ensure_ascii=False, indent=2))
-    return 0
+        return report_failure(exc)
+    return print_report(report)
 
 
 if __name__ == "__main__":
