@@ -21,10 +21,13 @@ The four run in interleaved rounds; each figure is the best round (noise only sl
 round down), the medians are reported next to them.
 
 http — ``POST /inst/v1/codes/verify`` served by ``python -m openplatform serve
---workers 2`` on PostgreSQL + Redis, driven by wrk (one thread, 16 connections) replaying
-pre-signed requests, each with its own nonce and a fresh dynamic code of one of the
-registered cards; against ``bench/plain_app.py``, a bare Sanic JSON route on the same
-number of workers, driven the same way in the same run: goal ≥ 30 %. Any verify answer
+--workers 2`` on PostgreSQL + Redis, driven by wrk (one thread) replaying pre-signed
+requests, each with its own nonce and a fresh dynamic code of one of the registered
+cards; against ``bench/plain_app.py``, a bare Sanic JSON route on the same number of
+workers, driven the same way in the same run. Each round drives both at every level of
+connections (16, 64, 128): an endpoint's throughput is its best rate at any level, and the
+goal (≥ 30 %) is verify's throughput over the bare route's; ``by_connections`` has both,
+their ratio, latencies and CPU per request at each level. Any verify answer
 other than 200, a socket error, or a run that used up its request pool fails the
 benchmark (exit status 1). Each round also reports the CPU one request cost the server,
 PostgreSQL, Redis, wrk and this process (``cpu_ms``, from /proc and wrk's rusage);
@@ -105,12 +108,16 @@ class Sizes:
     warmup_s: int
     duration_s: int
     http_rounds: int
-    connections: int = 16
+    # wrk's connections, one level after the other in every round: throughput is what each
+    # endpoint reaches at its best level, and every level is reported.
+    connection_levels: tuple[int, ...]
     wrk_threads: int = 1
 
 
-FULL = Sizes(inproc_rounds=9, inproc_batch_s=0.25, cards=200, warmup_s=3, duration_s=10, http_rounds=2)
-QUICK = Sizes(inproc_rounds=3, inproc_batch_s=0.05, cards=40, warmup_s=1, duration_s=3, http_rounds=1)
+FULL = Sizes(
+    inproc_rounds=9, inproc_batch_s=0.25, cards=200, warmup_s=3, duration_s=10, http_rounds=2, connection_levels=(16, 64, 128)
+)
+QUICK = Sizes(inproc_rounds=3, inproc_batch_s=0.05, cards=40, warmup_s=1, duration_s=3, http_rounds=1, connection_levels=(16, 64))
 
 
 # --- in process ----------------------------------------------------------------------------
@@ -392,11 +399,13 @@ async def count_verify_events(database_url: str) -> int:
         await connection.close()
 
 
-def wrk(url: str, sizes, duration_s: int, script_args: list[str]) -> dict:
-    """verify.lua under wrk, sized by a benchmark's ``Sizes`` (connections, wrk_threads)."""
-    return run_wrk(
-        url, LUA_SCRIPT, connections=sizes.connections, duration_s=duration_s, script_args=script_args, threads=sizes.wrk_threads
-    )
+def wrk(url: str, sizes, duration_s: int, script_args: list[str], connections: int | None = None) -> dict:
+    """verify.lua under wrk with a benchmark's ``wrk_threads``, at ``connections`` (else
+    the benchmark's ``sizes.connections``); the run's dict notes the connections."""
+    connections = connections or sizes.connections
+    run = run_wrk(url, LUA_SCRIPT, connections=connections, duration_s=duration_s, script_args=script_args, threads=sizes.wrk_threads)
+    run["connections"] = connections
+    return run
 
 
 class RequestPool:
@@ -464,12 +473,12 @@ def bench_http(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, 
         pool = RequestPool(vault, vuids, terminal["client_id"], terminal["secret"], urlsplit(base_url).netloc)
         pool_path = work_dir / "requests.bin"
 
-        def verify_run(duration_s: int, count: int) -> dict:
+        def verify_run(duration_s: int, count: int, connections: int) -> dict:
             signed_at = pool.write(pool_path, count)
             if time.time() - signed_at > SIGNATURE_WINDOW_S - duration_s - 30:
                 raise BenchFailure("building the request pool took too long for the signature window")
             with CpuMeter(server) as cpu:
-                run = wrk(base_url, sizes, duration_s, ["pool", str(pool_path), str(sizes.wrk_threads)])
+                run = wrk(base_url, sizes, duration_s, ["pool", str(pool_path), str(sizes.wrk_threads)], connections)
             pool_path.unlink()
             run["cpu_ms"] = cpu.per_unit_ms(run["requests"])
             return run
@@ -482,7 +491,7 @@ def bench_http(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, 
         warm_ok = complete = 0
         for _ in range(6):
             note(f"warm-up: {sizes.warmup_s} s with up to {warm_count} requests")
-            warm = verify_run(sizes.warmup_s, warm_count)
+            warm = verify_run(sizes.warmup_s, warm_count, max(sizes.connection_levels))
             if warm["not_ok"] or sum(warm["socket_errors"].values()):
                 require_clean(warm, "warm-up")
             warm_ok += warm["ok"]
@@ -499,20 +508,22 @@ def bench_http(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, 
 
         verify_runs, plain_runs = [], []
         for round_no in range(sizes.http_rounds):
-            note(f"round {round_no + 1}/{sizes.http_rounds}: plain {sizes.duration_s} s")
-            with CpuMeter(plain) as cpu:
-                plain_run = wrk(plain_url, sizes, sizes.duration_s, ["get", PLAIN_PATH])
-            require_clean(plain_run, "plain endpoint")
-            plain_run["cpu_ms"] = cpu.per_unit_ms(plain_run["requests"])
-            plain_runs.append(plain_run)
-            # The bare endpoint just measured bounds what verify can reach: on a busy machine
-            # the warm-up's rate says little, and a pool that runs out fails the run.
-            count = max(count, math.ceil(1.2 * plain_run["rps"] * sizes.duration_s) + 1000)
-            note(f"round {round_no + 1}/{sizes.http_rounds}: verify {sizes.duration_s} s, pool of {count} requests")
-            verify = verify_run(sizes.duration_s, count)
-            require_clean(verify, "verify")
-            verify_runs.append(verify)
-            count = max(count, math.ceil(3 * verify["rps"] * sizes.duration_s) + 1000)
+            for connections in sizes.connection_levels:
+                step = f"round {round_no + 1}/{sizes.http_rounds}, {connections} connections"
+                note(f"{step}: plain {sizes.duration_s} s")
+                with CpuMeter(plain) as cpu:
+                    plain_run = wrk(plain_url, sizes, sizes.duration_s, ["get", PLAIN_PATH], connections)
+                require_clean(plain_run, "plain endpoint")
+                plain_run["cpu_ms"] = cpu.per_unit_ms(plain_run["requests"])
+                plain_runs.append(plain_run)
+                # The bare endpoint just measured bounds what verify can reach: on a busy
+                # machine the warm-up's rate says little, and a pool that runs out fails the run.
+                count = max(count, math.ceil(1.2 * plain_run["rps"] * sizes.duration_s) + 1000)
+                note(f"{step}: verify {sizes.duration_s} s, pool of {count} requests")
+                verify = verify_run(sizes.duration_s, count, connections)
+                require_clean(verify, "verify")
+                verify_runs.append(verify)
+                count = max(count, math.ceil(3 * verify["rps"] * sizes.duration_s) + 1000)
         if server.poll() is not None or plain.poll() is not None:
             raise BenchFailure("a server died during the run")
     finally:
@@ -522,28 +533,54 @@ def bench_http(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, 
     answered_ok = warm_ok + sum(run["ok"] for run in verify_runs)
     if ok_events < answered_ok:
         raise BenchFailure(f"{answered_ok} verifications answered 200 but only {ok_events} were recorded")
-    best_verify = max(verify_runs, key=lambda run: run["rps"])
-    best_plain = max(plain_runs, key=lambda run: run["rps"])
+    best_verify, best_plain = _fastest(verify_runs), _fastest(plain_runs)
     return {
-        "verify_rps": round(best_verify["rps"]),
-        "plain_rps": round(best_plain["rps"]),
-        "ratio": round(best_verify["rps"] / best_plain["rps"], 3),
-        "verify_p50_ms": round(best_verify["latency_us"]["p50"] / 1000, 2),
-        "verify_p99_ms": round(best_verify["latency_us"]["p99"] / 1000, 2),
-        "plain_p50_ms": round(best_plain["latency_us"]["p50"] / 1000, 2),
-        "plain_p99_ms": round(best_plain["latency_us"]["p99"] / 1000, 2),
+        **_comparison(best_verify, best_plain),
+        "verify_connections": best_verify["connections"],
+        "plain_connections": best_plain["connections"],
         "non_2xx": sum(run["not_ok"] for run in verify_runs),
         "requests": sum(run["requests"] for run in verify_runs),
         "verify_events_recorded": ok_events,
         "workers": WORKERS,
-        "wrk": f"-t{sizes.wrk_threads} -c{sizes.connections} -d{sizes.duration_s}s",
+        "wrk": f"-t{sizes.wrk_threads} -c{'/'.join(map(str, sizes.connection_levels))} -d{sizes.duration_s}s",
         "cards": len(vuids),
-        "cpu_ms_per_request": {"verify": best_verify["cpu_ms"], "plain": best_plain["cpu_ms"]},
-        "cpu_ratio": cpu_ratio(best_verify["cpu_ms"], best_plain["cpu_ms"]),
+        "by_connections": [
+            {
+                "connections": level,
+                **_comparison(
+                    _fastest([run for run in verify_runs if run["connections"] == level]),
+                    _fastest([run for run in plain_runs if run["connections"] == level]),
+                ),
+            }
+            for level in sizes.connection_levels
+        ],
         "rounds": [
-            {"plain": {**figures(p), "cpu_ms": p["cpu_ms"]}, "verify": {**figures(v), "cpu_ms": v["cpu_ms"]}}
+            {
+                "connections": p["connections"],
+                "plain": {**figures(p), "cpu_ms": p["cpu_ms"]},
+                "verify": {**figures(v), "cpu_ms": v["cpu_ms"]},
+            }
             for p, v in zip(plain_runs, verify_runs)
         ],
+    }
+
+
+def _fastest(runs: list[dict]) -> dict:
+    return max(runs, key=lambda run: run["rps"])
+
+
+def _comparison(verify: dict, plain: dict) -> dict:
+    """Verify against the bare route: rates, their ratio, latencies and CPU per request."""
+    return {
+        "verify_rps": round(verify["rps"]),
+        "plain_rps": round(plain["rps"]),
+        "ratio": round(verify["rps"] / plain["rps"], 3),
+        "verify_p50_ms": round(verify["latency_us"]["p50"] / 1000, 2),
+        "verify_p99_ms": round(verify["latency_us"]["p99"] / 1000, 2),
+        "plain_p50_ms": round(plain["latency_us"]["p50"] / 1000, 2),
+        "plain_p99_ms": round(plain["latency_us"]["p99"] / 1000, 2),
+        "cpu_ms_per_request": {"verify": verify["cpu_ms"], "plain": plain["cpu_ms"]},
+        "cpu_ratio": cpu_ratio(verify["cpu_ms"], plain["cpu_ms"]),
     }
 
 

@@ -88,6 +88,13 @@ def test_codes_benchmark_compares_like_with_like(tmp_path):
     assert verify_cpu["server"] > 0 and verify_cpu["redis"] > 0 and verify_cpu["wrk"] > 0
     assert plain_cpu["server"] > 0 and plain_cpu["wrk"] > 0
     assert 0 < http["cpu_ratio"] == round(sum(plain_cpu.values()) / sum(verify_cpu.values()), 3)
+    # Both endpoints are driven at every level of connections; throughput is each one's best.
+    levels = http["by_connections"]
+    assert [level["connections"] for level in levels] == [16, 64]
+    assert http["verify_rps"] == max(level["verify_rps"] for level in levels)
+    assert http["plain_rps"] == max(level["plain_rps"] for level in levels)
+    assert http["verify_connections"] in (16, 64) and http["plain_connections"] in (16, 64)
+    assert {level["connections"] for level in levels} == {r["connections"] for r in http["rounds"]}
     assert set(result["goals"]) == {"ours_vs_gmssl >= 20", "ours_vs_limit >= 0.5", "http ratio >= 0.3"}
 
 

@@ -57,11 +57,12 @@ async def test_a_flusher_that_fails_to_write_loses_nothing(rt, quiet_queue, monk
     ids = await queue_events(rt, 5)
     connection = connections.get("default")
 
-    async def database_away(*args, **kwargs):
+    def database_away(*args, **kwargs):
         raise ConnectionError("database went away")
 
     with monkeypatch.context() as patch:
-        for method in ("execute_many", "execute_query"):  # the batch is written with one or the other
+        # The batch is copied through a connection of the pool (PostgreSQL) or inserted.
+        for method in ("acquire_connection", "execute_many", "execute_query"):
             patch.setattr(type(connection), method, database_away)
         with pytest.raises(ConnectionError):
             await codeevents.flush(rt)
@@ -86,6 +87,40 @@ async def test_a_flusher_stopped_between_insert_and_removal_writes_no_duplicate(
     await codeevents.flush(rt)  # the next flusher writes the same entries again
     assert await codeevents.pending(rt) == 0
     assert len(await rows_for(ids)) == 4
+
+
+async def test_on_postgresql_a_batch_is_copied_and_inserted_only_when_some_was_written_before(
+    rt, quiet_queue, monkeypatch
+):
+    connection = connections.get("default")
+    if connection.capabilities.dialect != "postgres":
+        pytest.skip("COPY is PostgreSQL's")
+    inserts = []
+    insert = type(connection).execute_query  # the ORM's reads go through it as well
+
+    async def counted_insert(self, sql, values=None):
+        if sql.startswith("INSERT"):
+            inserts.append(sql)
+        return await insert(self, sql, values)
+
+    monkeypatch.setattr(type(connection), "execute_query", counted_insert)
+    ids = await queue_events(rt, 6)
+    assert await codeevents.flush(rt) == 6
+    assert inserts == []  # copied
+    assert len(await rows_for(ids)) == 6
+
+    # Three of the next batch are in the table already (a flusher stopped before removing
+    # them): the COPY of the whole batch fails and leaves nothing, the INSERT adds the rest.
+    more = await queue_events(rt, 3)
+    entries = await rt.redis.xrange(codeevents.STREAM)
+    written = [codeevents._row(fields[b"event"], fields[b"result"]) for _, fields in entries]
+    await codeevents._batch_writer(connection)(written)
+    assert len(inserts) == 0 and len(await rows_for(more)) == 3
+    newest = await queue_events(rt, 2)
+    assert await codeevents.flush(rt) == 5
+    assert len(inserts) == 1 and inserts[0].startswith('INSERT INTO "code_event"')
+    rows = await rows_for(more + newest)
+    assert sorted(r.health_card_id for r in rows) == sorted(more + newest)
 
 
 async def test_concurrent_flushers_write_each_event_once(rt, quiet_queue):
