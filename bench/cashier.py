@@ -261,9 +261,11 @@ def run(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, machine
         count = MAX_CREATE_RPS * sizes.duration_s
         note(f"create order vs plain endpoint: wrk {sizes.duration_s} s each, pool of {count}")
         CreatePool(base_url, hospital).write(pool_path, count)
-        plain_run = wrk(plain_url, sizes, sizes.duration_s, ["get", PLAIN_PATH])
+        plain_run = wrk(plain_url, sizes, sizes.duration_s, ["get", PLAIN_PATH], sizes.connections)
         require_clean(plain_run, "plain endpoint")
-        create_run = wrk(base_url, sizes, sizes.duration_s, ["pool", str(pool_path), str(sizes.wrk_threads)])
+        create_run = wrk(
+            base_url, sizes, sizes.duration_s, ["pool", str(pool_path), str(sizes.wrk_threads)], sizes.connections
+        )
         require_clean(create_run, "create order")
         if server.poll() is not None or plain.poll() is not None:
             raise BenchFailure("a server died during the run")

@@ -88,7 +88,14 @@ from bench.harness import (  # noqa: E402
     wrk_version,
 )
 from cardcore import crypto  # noqa: E402
-from cardcore.codes import derive_vuid, issue_dynamic, new_empi_id, open_valid, parse_code_text  # noqa: E402
+from cardcore.codes import (  # noqa: E402
+    _PLAIN_DYNAMIC,
+    derive_vuid,
+    issue_dynamic,
+    new_empi_id,
+    open_valid,
+    parse_code_text,
+)
 from cardcore.keyvault import KeyVault  # noqa: E402
 
 LUA_SCRIPT = BENCH_DIR / "verify.lua"
@@ -270,7 +277,7 @@ def floor_loop(protection_key: bytes, vuids: list[str], expires_at_s: int):
     enc, dec = block.encrypt_block, block.decrypt_block
     fresh = crypto.new_sm3  # the SM3 context ours uses (hashlib's, else cryptography's)
     pack, unpack = _HEAD.pack, _HEAD.unpack
-    plain = re.compile(r"([0-9A-F]{64}):0:([0-9A-F]{32})").fullmatch
+    plain = _PLAIN_DYNAMIC.fullmatch  # the pattern ours parses the plain form with
     unhex, now, compare = binascii.a2b_hex, time.time, hmac.compare_digest
     mask = len(vuids) - 1
     serials = iter(range(1 << 32))
@@ -399,10 +406,9 @@ async def count_verify_events(database_url: str) -> int:
         await connection.close()
 
 
-def wrk(url: str, sizes, duration_s: int, script_args: list[str], connections: int | None = None) -> dict:
-    """verify.lua under wrk with a benchmark's ``wrk_threads``, at ``connections`` (else
-    the benchmark's ``sizes.connections``); the run's dict notes the connections."""
-    connections = connections or sizes.connections
+def wrk(url: str, sizes, duration_s: int, script_args: list[str], connections: int) -> dict:
+    """verify.lua under wrk with a benchmark's ``wrk_threads`` at ``connections``; the run's
+    dict notes the connections."""
     run = run_wrk(url, LUA_SCRIPT, connections=connections, duration_s=duration_s, script_args=script_args, threads=sizes.wrk_threads)
     run["connections"] = connections
     return run

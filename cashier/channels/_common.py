@@ -105,9 +105,8 @@ def pin_environment(session: requests.Session, url: str) -> None:
     proxy = outbound.proxy_for(parts.scheme, parts.hostname)
     if proxy:
         session.proxies[parts.scheme] = proxy
-    ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    if ca_bundle and session.verify is True:
-        session.verify = ca_bundle
+    # The CA bundle as requests settles it for a call (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE).
+    session.verify = session.merge_environment_settings(url, None, None, None, None)["verify"]
     session.trust_env = False
 
 
