@@ -27,7 +27,9 @@ $(INSTALLED): requirements.txt | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $(INSTALLED)
 
+# The compiled hot path of dynamic codes; without a C compiler the pure-Python one runs.
 install: $(INSTALLED)
+	@$(PY) -m cardcore._codec_build
 
 migrate: install
 	$(PY) -m openplatform migrate
@@ -36,4 +38,4 @@ seed: migrate
 	$(PY) -m openplatform seed-demo
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .hypothesis
+	rm -rf $(VENV) var .pytest_cache .hypothesis cardcore/_codec.*.so

@@ -7,7 +7,9 @@ Prints one JSON object on stdout; progress goes to stderr.
 
 in_process — operations per second of one dynamic code issued and verified, no Redis or
 database: ``issue_dynamic(...).format()`` + ``parse_code_text`` + ``open_valid`` + the
-expiry check ("ours"), against
+expiry check ("ours", on the codec the platform runs: the compiled hot path of
+cardcore/_codec.c where `make install` built it, else the pure-Python one; ``codec`` says
+which), against
 
 - the same operations written with gmssl (``CryptSM4``, ``sm3_hash``): goal ours ≥ 20×;
 - the bare primitives of one issue+verify — SM3 of 72 bytes, SM4 of one block, SM4⁻¹,
@@ -15,7 +17,7 @@ expiry check ("ours"), against
   no parsing, no bookkeeping ("limit"): goal ours ≥ 50 % of it;
 - for context, the "floor": the same operations inline, for the plain dynamic form only,
   with none of the codec's checks and no function or object between the primitives —
-  what CPython costs around them at the least (``floor_vs_limit``, ``ours_vs_floor``).
+  what pure Python costs around them at the least (``floor_vs_limit``, ``ours_vs_floor``).
 
 The four run in interleaved rounds; each figure is the best round (noise only slows a
 round down), the medians are reported next to them.
@@ -87,6 +89,7 @@ from bench.harness import (  # noqa: E402
     run_wrk,
     wrk_version,
 )
+from cardcore import codes as codes_module  # noqa: E402
 from cardcore import crypto  # noqa: E402
 from cardcore.codes import (  # noqa: E402
     _PLAIN_DYNAMIC,
@@ -388,6 +391,7 @@ def bench_in_process(sizes: Sizes, work_dir: Path) -> dict:
         },
         "limit_sm3": limit_name,
         "limit_sm3_candidates_us": {name: round(cost * 1e6, 2) for name, cost in limit_costs.items()},
+        "codec": "pure Python" if codes_module._compiled is None else "compiled",
         "rounds": sizes.inproc_rounds,
         "ops_per_round": batch,
     }

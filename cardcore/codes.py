@@ -28,6 +28,11 @@ from typing import Literal, NamedTuple
 from cardcore import crypto, errors
 from cardcore.keyvault import KeyVault
 
+try:  # the compiled hot path (cardcore/_codec.c), built by `make install` where a C compiler is
+    from cardcore import _codec as _compiled
+except ImportError:
+    _compiled = None
+
 VUID_HEX_LENGTH = 64
 VALID_HEX_LENGTH = 32
 MAX_CODE_TEXT_LENGTH = 256
@@ -172,6 +177,10 @@ def parse_code_text(text: str) -> CodeText:
     Only whitespace a scanner adds at either end is forgiven. The message names what is
     wrong but never echoes the text, which may carry a card ID.
     """
+    if _compiled is not None:
+        code = _compiled.parse_plain(text)
+        if code is not None:  # VUID:0:VALID; anything else is read below
+            return code
     if not isinstance(text, str):
         raise errors.CodeMalformed("code text must be a string")
     text = text.strip(_SCANNER_WHITESPACE)
@@ -268,6 +277,11 @@ _SERIAL_BATCH = struct.Struct(">1024I")
 _serials = iter(())
 
 
+def _next_serial() -> int:
+    serial = next(_serials, None)
+    return _refilled_serial() if serial is None else serial
+
+
 def _refilled_serial() -> int:
     global _serials
     _serials = iter(_SERIAL_BATCH.unpack(os.urandom(_SERIAL_BATCH.size)))
@@ -292,11 +306,8 @@ def seal_valid(vault: KeyVault, vuid: str, expires_at_s: int) -> str:
     """
     if not _vuid_ok(vuid):
         raise ValueError(f"VUID must be exactly {VUID_HEX_LENGTH} uppercase hex characters")
-    serial = next(_serials, None)
-    if serial is None:
-        serial = _refilled_serial()
     try:
-        head = _pack_head(expires_at_s, serial)
+        head = _pack_head(expires_at_s, _next_serial())
     except struct.error:
         raise ValueError("expires_at_s must fit in an unsigned 32-bit unix time") from None
     tag = _new_sm3()
@@ -307,6 +318,8 @@ def seal_valid(vault: KeyVault, vuid: str, expires_at_s: int) -> str:
 def issue_dynamic(vault: KeyVault, vuid: str, expires_at_s: int, *, token: str | None = None) -> CodeText:
     """A fresh dynamic code for ``vuid`` valid until ``expires_at_s``; the combined pay
     code when a channel payment token is given."""
+    if _compiled is not None and token is None:
+        return _compiled.issue(vuid, expires_at_s, _next_serial(), vault.block_cipher("protection").encrypt_block)
     valid = seal_valid(vault, vuid, expires_at_s)
     if token is None:  # seal_valid checked the VUID and made the VALID: nothing left to check
         return _tuple_new(CodeText, (vuid, "dynamic", valid, None, None))
@@ -319,6 +332,10 @@ def open_valid(vault: KeyVault, vuid: str, valid: str) -> ValidInfo:
     Tries protection key versions newest first, so codes issued just before a rotation
     still open. Expiry is not judged here: the caller holds the clock.
     """
+    if _compiled is not None:
+        info = _compiled.open(vuid, valid, vault.block_ciphers("protection"))
+        if info is not None:  # None: not hex of the right lengths, reported below
+            return info
     if not _valid_ok(valid):
         raise errors.CodeMalformed(f"VALID must be exactly {VALID_HEX_LENGTH} uppercase hex characters")
     sealed = _unhex(valid)  # 16 bytes: one block
@@ -331,4 +348,10 @@ def open_valid(vault: KeyVault, vuid: str, valid: str) -> ValidInfo:
         if compare_digest(block[_HEAD_LENGTH:], tag.digest()[:_TAG_LENGTH]):
             expires_at_s, serial = _unpack_head(head)
             return _tuple_new(ValidInfo, (expires_at_s, serial, version))
-    raise errors.CodeInvalid("the dynamic code does not verify for this card")
+    raise errors.CodeInvalid(_DOES_NOT_VERIFY)
+
+
+_DOES_NOT_VERIFY = "the dynamic code does not verify for this card"
+
+if _compiled is not None:
+    _compiled.configure(CodeText, ValidInfo, _new_sm3, errors.CodeInvalid, _DOES_NOT_VERIFY)

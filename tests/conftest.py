@@ -22,7 +22,10 @@ BACKEND = "postgres+redis" if TEST_DATABASE_URL else "sqlite+fakeredis"
 
 
 def pytest_report_header(config):
-    return f"e-health card backends: {BACKEND}"
+    from cardcore import codes
+
+    codec = "pure Python" if codes._compiled is None else "compiled"
+    return f"e-health card backends: {BACKEND}; dynamic-code codec: {codec}"
 
 
 async def reset_external_backends() -> None:

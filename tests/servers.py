@@ -207,6 +207,17 @@ def browser_or_skip():
     pytest.skip("chromium is not installed")
 
 
+def compiled_codec_or_skip():
+    """cardcore._codec, the compiled dynamic-code hot path (built by `make install`)."""
+    try:
+        from cardcore import _codec
+    except ImportError:
+        if os.environ.get("EHC_REQUIRE_CODEC") == "1":
+            pytest.fail("EHC_REQUIRE_CODEC=1 but cardcore._codec is not built (python -m cardcore._codec_build)")
+        pytest.skip("cardcore._codec is not built (no C compiler?)")
+    return _codec
+
+
 def shot(page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
