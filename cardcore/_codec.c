@@ -53,11 +53,26 @@ is_upper_hex(const Py_UCS1 *text, Py_ssize_t length)
     return (marks & 0x80) == 0;
 }
 
+/* Whether ``text`` is a str of ASCII characters only: its data are then those bytes. */
+static int
+is_ascii_str(PyObject *text)
+{
+    if (!PyUnicode_Check(text))
+        return 0;
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(text) < 0) { /* a str from the old C API, not laid out yet */
+        PyErr_Clear();
+        return 0;
+    }
+#endif
+    return PyUnicode_IS_ASCII(text);
+}
+
 /* The ASCII characters of ``text`` when it is a str of ``length`` uppercase hex digits. */
 static const Py_UCS1 *
 upper_hex_chars(PyObject *text, Py_ssize_t length)
 {
-    if (!PyUnicode_Check(text) || !PyUnicode_IS_ASCII(text) || PyUnicode_GET_LENGTH(text) != length)
+    if (!is_ascii_str(text) || PyUnicode_GET_LENGTH(text) != length)
         return NULL;
     const Py_UCS1 *chars = PyUnicode_1BYTE_DATA(text);
     return is_upper_hex(chars, length) ? chars : NULL;
@@ -136,7 +151,7 @@ code_tag(const Py_UCS1 *vuid, const unsigned char *head, unsigned char *tag)
         return -1;
     if (!PyBytes_Check(digest) || PyBytes_GET_SIZE(digest) < TAG_LEN) {
         Py_DECREF(digest);
-        PyErr_SetString(PyExc_TypeError, "the SM3 context gave no 32-byte digest");
+        PyErr_SetString(PyExc_TypeError, "the SM3 context gave no digest");
         return -1;
     }
     memcpy(tag, PyBytes_AS_STRING(digest), TAG_LEN);
@@ -244,7 +259,7 @@ parse_plain(PyObject *module, PyObject *text)
 {
     if (!callable_with(1, 1, ""))
         return NULL;
-    if (!PyUnicode_Check(text) || !PyUnicode_IS_ASCII(text))
+    if (!is_ascii_str(text))
         Py_RETURN_NONE;
     const Py_UCS1 *chars = PyUnicode_1BYTE_DATA(text);
     Py_ssize_t start = 0, end = PyUnicode_GET_LENGTH(text);
