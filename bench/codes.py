@@ -89,10 +89,10 @@ from bench.harness import (  # noqa: E402
     run_wrk,
     wrk_version,
 )
-from cardcore import codes as codes_module  # noqa: E402
 from cardcore import crypto  # noqa: E402
 from cardcore.codes import (  # noqa: E402
     _PLAIN_DYNAMIC,
+    codec,
     derive_vuid,
     issue_dynamic,
     new_empi_id,
@@ -391,7 +391,7 @@ def bench_in_process(sizes: Sizes, work_dir: Path) -> dict:
         },
         "limit_sm3": limit_name,
         "limit_sm3_candidates_us": {name: round(cost * 1e6, 2) for name, cost in limit_costs.items()},
-        "codec": "pure Python" if codes_module._compiled is None else "compiled",
+        "codec": codec(),
         "rounds": sizes.inproc_rounds,
         "ops_per_round": batch,
     }

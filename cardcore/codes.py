@@ -353,5 +353,11 @@ def open_valid(vault: KeyVault, vuid: str, valid: str) -> ValidInfo:
 
 _DOES_NOT_VERIFY = "the dynamic code does not verify for this card"
 
+
+def codec() -> str:
+    """Which codec issues and reads dynamic codes here: ``compiled`` or ``pure Python``."""
+    return "pure Python" if _compiled is None else "compiled"
+
+
 if _compiled is not None:
     _compiled.configure(CodeText, ValidInfo, _new_sm3, errors.CodeInvalid, _DOES_NOT_VERIFY)

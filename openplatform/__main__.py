@@ -25,6 +25,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from sanic import Sanic
     from sanic.worker.loader import AppLoader
 
+    from cardcore.codes import codec
     from openplatform.app import create_app, startup_problems
 
     settings = _settings()
@@ -45,7 +46,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
     loader = AppLoader(factory=partial(create_app, settings))
     app = loader.load()
     app.prepare(host=settings.host, port=settings.port, workers=workers, single_process=workers == 1, motd=False)
-    print(f"serving the e-health card platform at {settings.base_url} ({settings.env}, {workers} worker(s))", flush=True)
+    print(
+        f"serving the e-health card platform at {settings.base_url} ({settings.env}, {workers} worker(s), "
+        f"dynamic codes on the {codec()} codec)",
+        flush=True,
+    )
     Sanic.serve(primary=app, app_loader=loader)
 
 

@@ -22,10 +22,9 @@ BACKEND = "postgres+redis" if TEST_DATABASE_URL else "sqlite+fakeredis"
 
 
 def pytest_report_header(config):
-    from cardcore import codes
+    from cardcore.codes import codec
 
-    codec = "pure Python" if codes._compiled is None else "compiled"
-    return f"e-health card backends: {BACKEND}; dynamic-code codec: {codec}"
+    return f"e-health card backends: {BACKEND}; dynamic-code codec: {codec()}"
 
 
 async def reset_external_backends() -> None:
