@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import html
-import secrets
+import string
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -49,7 +49,7 @@ from cardcore import outbound
 from cardcore.cache import LuaScript, keyed_command
 from cashier.channels.dev import mock_merchant_configs
 from mocks import outbound_http
-from mocks._common import append_expiring, body_of, cache, dumps, is_form, loads, settings_of
+from mocks._common import HEX, append_expiring, body_of, cache, dumps, is_form, loads, settings_of, token
 
 BEIJING = timezone(timedelta(hours=8))
 
@@ -114,7 +114,7 @@ def beijing_now() -> datetime:
 
 
 def digits(n: int) -> str:
-    return "".join(secrets.choice("0123456789") for _ in range(n))
+    return token(n, string.digits)
 
 
 def fee_of(fen: int) -> int:
@@ -184,15 +184,15 @@ class ChannelMock:
     @asynccontextmanager
     async def locked(self, request: Request, name: str):
         """One request at a time changes the named record (confirm racing close, two refunds…)."""
-        redis, key, token = cache(request), self.key("lock", name), secrets.token_hex(8)
+        redis, key, holder = cache(request), self.key("lock", name), token(16, HEX)
         for _ in range(500):
-            if await keyed_command(redis, "SET", key, token, "NX", "PX", 5000):
+            if await keyed_command(redis, "SET", key, holder, "NX", "PX", 5000):
                 break
             await asyncio.sleep(0.01)
         try:
             yield
         finally:
-            await _UNLOCK(redis, [key], [token])
+            await _UNLOCK(redis, [key], [holder])
 
     def complete_later(self, request: Request, out_trade_no: str, complete, after_ms: int) -> None:
         """After ``after_ms``, ``await complete(request, order)`` if the order is still being paid

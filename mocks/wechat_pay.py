@@ -33,7 +33,7 @@ from sanic.response import HTTPResponse
 from wechatpy.pay.utils import dict_to_xml
 
 from cardcore.cache import keyed_command
-from mocks._common import cache, settings_of
+from mocks._common import HEX, URLSAFE, cache, settings_of, token
 from mocks._payments import BEIJING, ChannelMock, Notification, beijing_now, digits, fee_of, yuan
 
 bp = Blueprint("mock_wechat_pay", url_prefix="/_mock/wechat")
@@ -78,7 +78,7 @@ def signed(fields: dict, api_key: str, sign_type: str) -> dict:
     fields = {k: str(v) for k, v in fields.items() if v not in (None, "")}  # wechatpy writes int 0 as empty
     if sign_type != "MD5":
         fields["sign_type"] = sign_type
-    fields["nonce_str"] = secrets.token_hex(16)
+    fields["nonce_str"] = token(32, HEX)
     fields["sign"] = sign(fields, api_key, sign_type)
     return fields
 
@@ -211,7 +211,7 @@ async def unifiedorder(request: Request, params: dict, account) -> dict:
                 "openid": params.get("openid"),
                 "notify_url": params["notify_url"],
                 "sign_type": params.get("sign_type") or "MD5",
-                "prepay_id": "wx" + beijing_now().strftime("%d%H%M%S") + secrets.token_hex(12),
+                "prepay_id": "wx" + beijing_now().strftime("%d%H%M%S") + token(24, HEX),
                 "status": "paying",
                 "expires_at": _expiry(params),
                 "refunds": [],
@@ -270,7 +270,7 @@ async def confirm(request: Request, order: dict) -> dict:
     account = await mock.merchant(request)
     if order["trade_type"] == "MICROPAY":
         return order  # a payment-code charge completes by itself
-    order = _paid(order, "o" + secrets.token_urlsafe(20)[:27])
+    order = _paid(order, "o" + token(27, URLSAFE))
     await _after_payment(request, order, account)
     api_key = account.secrets["api_key"]
 
@@ -485,7 +485,7 @@ def _refund_notification(order: dict, record: dict, account):
             "return_code": "SUCCESS",
             "appid": order["appid"],
             "mch_id": account.merchant_id,
-            "nonce_str": secrets.token_hex(16),
+            "nonce_str": token(32, HEX),
             "req_info": encrypt_req_info(key, info),
         }
         return Notification(record["notify_url"], dict_to_xml(fields).encode(), "text/xml; charset=utf-8")
