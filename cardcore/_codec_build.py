@@ -3,10 +3,11 @@
     python -m cardcore._codec_build          # `make install` runs it
     python -m cardcore._codec_build --require   # fail unless the module is built
 
-Does nothing when the module is newer than its source. Uses the C compiler and flags this Python was built with (``sysconfig``), so nothing
-beyond a compiler and the Python headers is needed. Optional: when either is missing it
-says so and exits 0, and cardcore.codes runs its pure-Python code (same answers,
-slower). Exit status 1 only when ``--require`` is given and the build failed.
+Does nothing when the module is newer than its source. Uses the C compiler and flags
+this Python was built with (``sysconfig``), so nothing beyond a compiler and the Python
+headers is needed. Optional: when either is missing it says so and exits 0, and
+cardcore.codes runs its pure-Python code (same answers, slower). Exit status 1 only when
+``--require`` is given and the build failed.
 """
 
 from __future__ import annotations

@@ -360,4 +360,7 @@ def codec() -> str:
 
 
 if _compiled is not None:
-    _compiled.configure(CodeText, ValidInfo, _new_sm3, errors.CodeInvalid, _DOES_NOT_VERIFY)
+    try:
+        _compiled.configure(CodeText, ValidInfo, _new_sm3, errors.CodeInvalid, _DOES_NOT_VERIFY)
+    except (AttributeError, TypeError):  # built from another version of _codec.c: `make install` rebuilds it
+        _compiled = None

@@ -191,3 +191,17 @@ def test_nothing_is_kept_or_leaked_per_code(using, vault):
             tracemalloc.stop()
         assert (sys.getrefcount(vuid), sys.getrefcount(other)) == references
     assert grown < 64 * 1024, f"{grown} bytes kept after 20 000 codes"
+
+
+def test_the_build_says_why_it_did_not_build_and_fails_only_when_required(monkeypatch, capsys):
+    from cardcore import _codec_build
+
+    config = _codec_build.sysconfig.get_config_var
+    monkeypatch.setattr(
+        _codec_build.sysconfig, "get_config_var", lambda name: "no-such-cc -shared" if name == "LDSHARED" else config(name)
+    )
+    monkeypatch.setattr(_codec_build, "up_to_date", lambda: False)
+    assert _codec_build.build() == "no C compiler (no-such-cc)"
+    assert _codec_build.main([]) == 0
+    assert _codec_build.main(["--require"]) == 1
+    assert "dynamic codes run in pure Python" in capsys.readouterr().err
