@@ -8,6 +8,7 @@ as VUID:0:VALID, and nothing leaks.
 import gc
 import sys
 import tracemalloc
+from contextlib import contextmanager
 
 import pytest
 from hypothesis import given, settings
@@ -34,30 +35,20 @@ def vault(tmp_path_factory):
     return KeyVault.generate(tmp_path_factory.mktemp("codec") / "keys.json", dev=True)
 
 
-class Codec:
-    """Switches cardcore.codes between its compiled and its pure-Python path."""
-
-    def __init__(self, compiled) -> None:
-        self.compiled = compiled
-
-    def __call__(self, which: str):
-        return _Using(self.compiled if which == "compiled" else None)
-
-
-class _Using:
-    def __init__(self, module) -> None:
-        self.module = module
-
-    def __enter__(self):
-        self.found, codes._compiled = codes._compiled, self.module
-
-    def __exit__(self, *exc):
-        codes._compiled = self.found
+@contextmanager
+def _codec(module):
+    """cardcore.codes on the given compiled module, or on its pure-Python path (None)."""
+    found, codes._compiled = codes._compiled, module
+    try:
+        yield
+    finally:
+        codes._compiled = found
 
 
 @pytest.fixture(scope="module")
 def using(compiled):
-    return Codec(compiled)
+    """``with using("compiled"):`` or ``with using("pure"):``"""
+    return lambda which: _codec(compiled if which == "compiled" else None)
 
 
 def outcome(call):
