@@ -85,6 +85,17 @@ new_tuple_of(PyObject *type, Py_ssize_t length)
     return ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, length);
 }
 
+/* Whether configure() was called: every function here needs what it hands over. */
+static int
+ready(void)
+{
+    if (code_text_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "cardcore._codec.configure() was not called");
+        return 0;
+    }
+    return 1;
+}
+
 /* Whether a call may go on: ``expected`` arguments, and configure() done. */
 static int
 callable_with(Py_ssize_t nargs, Py_ssize_t expected, const char *usage)
@@ -93,11 +104,24 @@ callable_with(Py_ssize_t nargs, Py_ssize_t expected, const char *usage)
         PyErr_SetString(PyExc_TypeError, usage);
         return 0;
     }
-    if (code_text_type == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "cardcore._codec.configure() was not called");
-        return 0;
+    return ready();
+}
+
+/* The 16 bytes an SM4 block call (``who``) returned, copied to ``out``; takes over the
+ * reference to ``result`` (NULL: the call failed). -1 with an exception set otherwise. */
+static int
+take_block(PyObject *result, const char *who, unsigned char *out)
+{
+    if (result == NULL)
+        return -1;
+    if (!PyBytes_Check(result) || PyBytes_GET_SIZE(result) != BLOCK_LEN) {
+        Py_DECREF(result);
+        PyErr_Format(PyExc_TypeError, "%s must return one 16-byte block", who);
+        return -1;
     }
-    return 1;
+    memcpy(out, PyBytes_AS_STRING(result), BLOCK_LEN);
+    Py_DECREF(result);
+    return 0;
 }
 
 /* CodeText(vuid, "dynamic", valid, None, None), taking over the caller's references. */
@@ -220,27 +244,19 @@ issue(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *plain = PyBytes_FromStringAndSize((const char *)block, BLOCK_LEN);
     if (plain == NULL)
         return NULL;
-    PyObject *sealed = PyObject_CallOneArg(args[3], plain);
+    unsigned char sealed[BLOCK_LEN];
+    int failed = take_block(PyObject_CallOneArg(args[3], plain), "encrypt_block", sealed);
     Py_DECREF(plain);
-    if (sealed == NULL)
+    if (failed)
         return NULL;
-    if (!PyBytes_Check(sealed) || PyBytes_GET_SIZE(sealed) != BLOCK_LEN) {
-        Py_DECREF(sealed);
-        PyErr_SetString(PyExc_TypeError, "encrypt_block must return one 16-byte block");
-        return NULL;
-    }
     PyObject *valid = PyUnicode_New(VALID_LEN, 127);
-    if (valid == NULL) {
-        Py_DECREF(sealed);
+    if (valid == NULL)
         return NULL;
-    }
-    const unsigned char *sealed_bytes = (const unsigned char *)PyBytes_AS_STRING(sealed);
     Py_UCS1 *valid_chars = PyUnicode_1BYTE_DATA(valid);
     for (int i = 0; i < BLOCK_LEN; i++) {
-        valid_chars[2 * i] = HEX_UPPER[sealed_bytes[i] >> 4];
-        valid_chars[2 * i + 1] = HEX_UPPER[sealed_bytes[i] & 0x0F];
+        valid_chars[2 * i] = HEX_UPPER[sealed[i] >> 4];
+        valid_chars[2 * i + 1] = HEX_UPPER[sealed[i] & 0x0F];
     }
-    Py_DECREF(sealed);
     Py_INCREF(vuid);
     return dynamic_code(vuid, valid);
 }
@@ -257,7 +273,7 @@ is_scanner_whitespace(Py_UCS1 c)
 static PyObject *
 parse_plain(PyObject *module, PyObject *text)
 {
-    if (!callable_with(1, 1, ""))
+    if (!ready())
         return NULL;
     if (!is_ascii_str(text))
         Py_RETURN_NONE;
@@ -315,17 +331,8 @@ open_(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyObject *call_args[2] = {PyTuple_GET_ITEM(pair, 1), sealed};
         PyObject *opened = PyObject_VectorcallMethod(
             str_decrypt_block, call_args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-        if (opened == NULL)
-            goto fail;
-        if (!PyBytes_Check(opened) || PyBytes_GET_SIZE(opened) != BLOCK_LEN) {
-            Py_DECREF(opened);
-            PyErr_SetString(PyExc_TypeError, "decrypt_block must return one 16-byte block");
-            goto fail;
-        }
         unsigned char block[BLOCK_LEN], tag[TAG_LEN];
-        memcpy(block, PyBytes_AS_STRING(opened), BLOCK_LEN);
-        Py_DECREF(opened);
-        if (code_tag(vuid_chars, block, tag) < 0)
+        if (take_block(opened, "decrypt_block", block) < 0 || code_tag(vuid_chars, block, tag) < 0)
             goto fail;
         /* Constant time, as hmac.compare_digest in codes.py. */
         unsigned char difference = 0;

@@ -43,13 +43,12 @@ def up_to_date() -> bool:
 def build() -> str | None:
     """Compile the module; None when built, else why it was not."""
     output = target()
-    command = build_command(output)
+    scratch = output.with_suffix(".building")
+    command = build_command(scratch)
     if shutil.which(command[0]) is None:
         return f"no C compiler ({command[0]})"
     if not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
         return "no Python headers (Python.h)"
-    scratch = output.with_suffix(".building")
-    command[-1] = str(scratch)
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         scratch.unlink(missing_ok=True)

@@ -261,6 +261,7 @@ class ValidInfo(NamedTuple):
     key_version: int
 
 
+_DOES_NOT_VERIFY = "the dynamic code does not verify for this card"
 _TIME_AND_SERIAL = struct.Struct(">II")
 _TAG_LENGTH = 8
 _HEAD_LENGTH = _TIME_AND_SERIAL.size
@@ -349,9 +350,6 @@ def open_valid(vault: KeyVault, vuid: str, valid: str) -> ValidInfo:
             expires_at_s, serial = _unpack_head(head)
             return _tuple_new(ValidInfo, (expires_at_s, serial, version))
     raise errors.CodeInvalid(_DOES_NOT_VERIFY)
-
-
-_DOES_NOT_VERIFY = "the dynamic code does not verify for this card"
 
 
 def codec() -> str:

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 
+from cardcore import codes
 from cardcore.settings import Settings
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
 
@@ -216,6 +217,16 @@ def compiled_codec_or_skip():
             pytest.fail("EHC_REQUIRE_CODEC=1 but cardcore._codec is not built (python -m cardcore._codec_build)")
         pytest.skip("cardcore._codec is not built (no C compiler?)")
     return _codec
+
+
+@contextmanager
+def codec_module(module):
+    """cardcore.codes on a compiled codec module, or on its pure-Python path (None)."""
+    found, codes._compiled = codes._compiled, module
+    try:
+        yield
+    finally:
+        codes._compiled = found
 
 
 def shot(page, name: str) -> None:

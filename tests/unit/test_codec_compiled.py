@@ -8,16 +8,15 @@ as VUID:0:VALID, and nothing leaks.
 import gc
 import sys
 import tracemalloc
-from contextlib import contextmanager
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cardcore import codes, errors
+from cardcore import errors
 from cardcore.codes import CodeText, ValidInfo, issue_dynamic, open_valid, parse_code_text
 from cardcore.keyvault import KeyVault
-from tests.servers import compiled_codec_or_skip
+from tests.servers import codec_module, compiled_codec_or_skip
 
 HEX = "0123456789ABCDEF"
 vuids = st.text(HEX, min_size=64, max_size=64)
@@ -35,20 +34,10 @@ def vault(tmp_path_factory):
     return KeyVault.generate(tmp_path_factory.mktemp("codec") / "keys.json", dev=True)
 
 
-@contextmanager
-def _codec(module):
-    """cardcore.codes on the given compiled module, or on its pure-Python path (None)."""
-    found, codes._compiled = codes._compiled, module
-    try:
-        yield
-    finally:
-        codes._compiled = found
-
-
 @pytest.fixture(scope="module")
 def using(compiled):
     """``with using("compiled"):`` or ``with using("pure"):``"""
-    return lambda which: _codec(compiled if which == "compiled" else None)
+    return lambda which: codec_module(compiled if which == "compiled" else None)
 
 
 def outcome(call):

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from cardcore import codes, errors
 from cardcore.codes import CodeText, derive_vuid, issue_dynamic, open_valid, parse_code_text, seal_valid
 from cardcore.keyvault import KeyVault
-from tests.servers import compiled_codec_or_skip
+from tests.servers import codec_module, compiled_codec_or_skip
 
 EMPI_ID = "0123456789ABCDEF"
 ID_TYPE = "01"
@@ -32,10 +32,8 @@ ISSUER = "ehc.sn.gov.cn"
 @pytest.fixture(scope="module", autouse=True, params=["compiled", "pure Python"])
 def codec(request):
     """Every test here runs on both codecs: the compiled hot path and the pure-Python one."""
-    found = codes._compiled
-    codes._compiled = compiled_codec_or_skip() if request.param == "compiled" else None
-    yield request.param
-    codes._compiled = found
+    with codec_module(compiled_codec_or_skip() if request.param == "compiled" else None):
+        yield request.param
 
 
 @pytest.fixture
