@@ -523,6 +523,37 @@ async def test_a_worker_delivers_notifications_that_come_due_while_a_hospital_ke
 
 
 @pytest.mark.usefixtures("quiet_outbox")
+async def test_attempts_that_finish_together_are_recorded_together_each_with_its_own_result(
+    http, rt, hospital, settings, delivery, monkeypatch
+):
+    await http.post("/_mock/institution/behaviour", json={"fail_next": 3, "status": 500, "body": "busy"})
+    rows = await answered_rows(hospital, settings, 12)
+    writes: list[int] = []
+    write = notifier._write_attempts
+
+    async def first_write_slow(owner, attempts):
+        writes.append(len(attempts))
+        if len(writes) == 1:
+            await asyncio.sleep(0.3)  # the other deliveries finish meanwhile
+        await write(owner, attempts)
+
+    monkeypatch.setattr(notifier, "_write_attempts", first_write_slow)
+    before = utcnow()
+    assert await notifier.deliver_due(rt, delivery) == 12
+    assert sum(writes) == 12 and len(writes) < 12
+    found = await Notification.filter(id__in=[n.id for n in rows])
+    assert sorted(row.status.value for row in found) == ["delivered"] * 9 + ["pending"] * 3
+    for row in found:
+        assert row.attempts == 1 and row.lease_owner is None and row.lease_until is None
+        log = [(a.number, a.outcome, a.http_status, a.detail) for a in await notifier.attempts_of(row.id)]
+        if row.status is NotificationStatus.delivered:
+            assert log == [(1, "delivered", 200, "")] and row.delivered_at >= before and row.last_error == ""
+        else:
+            assert log == [(1, "refused", 500, "busy")] and row.last_error == "busy" and row.delivered_at is None
+            assert row.next_attempt_at >= before + timedelta(seconds=notifier.RETRY_SCHEDULE_S[0])
+
+
+@pytest.mark.usefixtures("quiet_outbox")
 async def test_failed_notifications_are_listed_and_resent_by_admins(http, rt, admin, hospital, settings, delivery):
     await http.post("/_mock/institution/behaviour", json={"fail_next": 100})
     order = await new_order(hospital, settings)
