@@ -22,33 +22,39 @@ from cashier.refunds import settle_refund
 log = logging.getLogger("ehc.cashier.callbacks")
 
 
-async def _channel_for_callback(rt: Runtime, channel_code: str, headers: dict, body: bytes) -> Channel | None:
+async def _channel_for_callback(
+    rt: Runtime, channel_code: str, headers: dict, body: bytes
+) -> tuple[Channel | None, Order | None]:
+    """The channel account whose keys verify the callback, and the order it names (read once:
+    settling uses it too)."""
     hint = channels.channel_class(channel_code).peek_callback(headers, body)
     if hint.names_an_order:
         # The institution's account at the reporting channel, even if the resident has
         # since chosen another channel: money taken there must still be recorded.
-        institution_id = await Order.filter(order_no=hint.order_no).first().values_list("institution_id", flat=True)
-        if institution_id is not None:
+        order = await Order.get_or_none(order_no=hint.order_no)
+        if order is not None:
             try:
-                return await accounts.channel_for(rt, institution_id, channel_code)
+                return await accounts.channel_for(rt, order.institution_id, channel_code), order
             except ChannelNotAvailable:
-                return None
+                return None, None
     if hint.names_a_merchant:
-        return await accounts.channel_by_merchant(rt, channel_code, hint.merchant_id)
-    return None
+        return await accounts.channel_by_merchant(rt, channel_code, hint.merchant_id), None
+    return None, None
 
 
 async def handle_callback(rt: Runtime, channel_code: str, headers: dict, body: bytes) -> CallbackReply:
     """Apply one callback; the reply is what the channel expects to hear."""
     cls = channels.channel_class(channel_code)
-    channel = await _channel_for_callback(rt, channel_code, headers, body)
+    channel, order = await _channel_for_callback(rt, channel_code, headers, body)
     if channel is None:
         log.warning("callback for no known order or merchant", extra={"channel": channel_code})
         return cls.callback_reply(False)
     try:
         event = await channel.parse_callback(headers, body)
         if event.payment is not None:
-            await settle_payment(rt, event.payment.order_no, event.payment, f"callback:{channel_code}", channel_code)
+            await settle_payment(
+                rt, event.payment.order_no, event.payment, f"callback:{channel_code}", channel_code, order
+            )
         if event.refund is not None:
             await settle_refund(rt, event.refund.refund_no, event.refund, f"callback:{channel_code}")
     except (BadCallback, AmountMismatch, OrderNotFound, RefundNotFound) as exc:

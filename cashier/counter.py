@@ -110,7 +110,7 @@ async def counter_pay(rt: Runtime, actor: Actor, request: MicropayRequest, clien
     except ChannelRefused as exc:
         await _mark_closed(order.order_no, exc.message)
         raise
-    await settle_payment(rt, order.order_no, state, "micropay")
+    await settle_payment(rt, order.order_no, state, "micropay", order=order)
     if state.status != "paid":
         await _await_outcome(rt, await Order.get(order_no=order.order_no))
     return await Order.get(order_no=order.order_no)
@@ -140,7 +140,7 @@ async def _await_outcome(rt: Runtime, order: Order) -> None:
         except ChannelUnreachable:
             state = PaymentState(status="paying", order_no=order.order_no)
         if state.status == "paid":
-            await settle_payment(rt, order.order_no, state, "query")
+            await settle_payment(rt, order.order_no, state, "query", order=order)
             return
         if state.status in ("closed", "failed"):
             await _mark_closed(order.order_no, "the resident did not confirm the payment")

@@ -2,8 +2,8 @@
 
 States: created → paying → paid | closed; paid → refunding → refunded | partially_refunded
 (refunds live in ``cashier.refunds``). Every state change is a guarded update inside a
-transaction with the order row locked, and writes its hospital notification in the same
-transaction (``cashier.notifier.enqueue``). ``settle_payment`` is the only place that turns
+transaction (the row locked by a locking read, or by the guarded update itself), and writes
+its hospital notification in the same transaction (``cashier.notifier.enqueue``). ``settle_payment`` is the only place that turns
 what a channel says (callback, query, counter payment) into a paid order.
 """
 
@@ -36,8 +36,7 @@ UNPAID = (OrderStatus.created, OrderStatus.paying)
 # A paid order stays paid however often the channel says so again.
 SETTLEABLE = (OrderStatus.created, OrderStatus.paying, OrderStatus.closed)
 MAX_AMOUNT_FEN = 100_000_000_00  # one hundred million yuan: anything above is a typing error
-# The columns settling and closing change: the statement writes these, not the whole row.
-_PAID_FIELDS = ("status", "paid_fen", "insurance_fen", "paid_at", "channel_trade_no", "channel", "closed_at", "updated_at")
+# The columns closing changes: the statement writes these, not the whole row.
 _CLOSED_FIELDS = ("status", "closed_at", "failure_reason", "updated_at")
 
 
@@ -168,39 +167,56 @@ async def start_payment(rt: Runtime, order_no: str, method: str, *, client_ip: s
 
 
 async def settle_payment(
-    rt: Runtime, order_no: str, state: PaymentState, source: str, channel: str | None = None
+    rt: Runtime,
+    order_no: str,
+    state: PaymentState,
+    source: str,
+    channel: str | None = None,
+    order: Order | None = None,
 ) -> bool:
     """Record what the channel says about a payment; ``True`` when the order became paid now.
 
     Anything but "paid" changes nothing (closing is the platform's decision, on expiry or on
     request). A wrong amount is refused. Duplicates, in any order, are no-ops. ``channel``
     names the reporting channel when it may not be the order's latest choice (callbacks).
+    ``order`` is the order as the caller just read it, if it did: it is not read again.
     """
     if state.status != "paid":
         return False
-    async with in_transaction() as conn:
-        order = await Order.select_for_update().using_db(conn).get_or_none(order_no=order_no)
+    if order is None or order.order_no != order_no:
+        order = await Order.get_or_none(order_no=order_no)
         if order is None:
             raise OrderNotFound()
-        if state.amount_fen != order.amount_fen:
-            log.error(
-                "channel reports a different amount",
-                extra={"order_no": order_no, "source": source, "order_fen": order.amount_fen, "channel_fen": state.amount_fen},
-            )
-            raise AmountMismatch(details={"order_fen": order.amount_fen, "channel_fen": state.amount_fen})
-        if order.status not in SETTLEABLE:
+    if state.amount_fen != order.amount_fen:
+        log.error(
+            "channel reports a different amount",
+            extra={"order_no": order_no, "source": source, "order_fen": order.amount_fen, "channel_fen": state.amount_fen},
+        )
+        raise AmountMismatch(details={"order_fen": order.amount_fen, "channel_fen": state.amount_fen})
+    if order.status not in SETTLEABLE:
+        return False  # paid already: no state leads back from paid, so a stale read is right here
+    paid = {
+        "status": OrderStatus.paid,
+        "paid_fen": state.amount_fen,
+        "insurance_fen": state.insurance_fen,
+        "paid_at": as_utc(state.paid_at) or utcnow(),
+        "channel_trade_no": state.channel_trade_no,
+        "closed_at": None,
+        "updated_at": utcnow(),
+        **({"channel": channel} if channel else {}),
+    }
+    async with in_transaction() as conn:
+        # Guarded updates: of concurrent duplicates, exactly one finds the order unpaid.
+        changed = await Order.filter(order_no=order_no, status__in=UNPAID).using_db(conn).update(**paid)
+        if not changed:
+            changed = await Order.filter(order_no=order_no, status=OrderStatus.closed).using_db(conn).update(**paid)
+            if changed:
+                # Money moved although the order was closed: the channel is right, the institution refunds.
+                log.warning("payment after close", extra={"order_no": order_no, "source": source})
+        if not changed:
             return False
-        if order.status is OrderStatus.closed:
-            # Money moved although the order was closed: the channel is right, the institution refunds.
-            log.warning("payment after close", extra={"order_no": order_no, "source": source})
-        order.status = OrderStatus.paid
-        order.paid_fen = state.amount_fen
-        order.insurance_fen = state.insurance_fen
-        order.paid_at = as_utc(state.paid_at) or utcnow()
-        order.channel_trade_no = state.channel_trade_no
-        order.channel = channel or order.channel
-        order.closed_at = None
-        await order.save(using_db=conn, update_fields=_PAID_FIELDS)
+        for name, value in paid.items():
+            setattr(order, name, value)
         await notifier.enqueue(conn, order, "order.paid")
     notifier.wake()
     log.info("order paid", extra={"order_no": order_no, "source": source, "channel": order.channel})
@@ -229,7 +245,7 @@ async def _close_at_channel(rt: Runtime, order: Order) -> None:
     async def refuse_if_paid() -> None:
         state = await channel.query(order.order_no)
         if state.status == "paid":
-            await settle_payment(rt, order.order_no, state, "query")
+            await settle_payment(rt, order.order_no, state, "query", order=order)
             raise OrderAlreadyPaid()
 
     await refuse_if_paid()
@@ -260,7 +276,7 @@ async def query_and_settle(rt: Runtime, order: Order) -> PaymentState:
     """Ask the order's channel how the payment stands, and record it."""
     channel = await accounts.channel_for(rt, order.institution_id, order.channel)
     state = await channel.query(order.order_no)
-    await settle_payment(rt, order.order_no, state, "query")
+    await settle_payment(rt, order.order_no, state, "query", order=order)
     return state
 
 

@@ -299,6 +299,20 @@ async def test_duplicate_notifications_from_the_channel_are_harmless(http, rt, h
     assert [i["body"]["event"] for i in await received(http, order["out_trade_no"])] == ["order.paid"]
 
 
+async def test_a_payment_the_channel_reports_after_the_order_closed_is_recorded(http, hospital, settings, caplog):
+    order = await new_order(hospital, settings)
+    await pay_through(http, order, "wechat_h5")
+    # Closed here (say, on expiry) while the payer was still paying at the channel.
+    assert await orders._mark_closed(order["order_no"], "expired")
+    await confirm(http, "wechat", order["order_no"])
+    await eventually(lambda: paid(order["order_no"]))
+    row = await Order.get(order_no=order["order_no"])
+    assert row.closed_at is None and row.paid_fen == order["amount_fen"] and row.channel == "wechat"
+    events = [n.event for n in await Notification.filter(order_no=order["order_no"]).order_by("id")]
+    assert events == ["order.closed", "order.paid"]
+    assert "payment after close" in caplog.text
+
+
 async def test_forged_signature_is_refused(http, rt, hospital, settings):
     order = await new_order(hospital, settings)
     headers, body = await captured_callback(http, rt, order, "wechat_h5", bad_notify_signature=True)
