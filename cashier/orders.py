@@ -3,8 +3,9 @@
 States: created → paying → paid | closed; paid → refunding → refunded | partially_refunded
 (refunds live in ``cashier.refunds``). Every state change is a guarded update inside a
 transaction (the row locked by a locking read, or by the guarded update itself), and writes
-its hospital notification in the same transaction (``cashier.notifier.enqueue``). ``settle_payment`` is the only place that turns
-what a channel says (callback, query, counter payment) into a paid order.
+its hospital notification in the same transaction (``cashier.notifier.enqueue``).
+``settle_payment`` is the only place that turns what a channel says (callback, query,
+counter payment) into a paid order.
 """
 
 from __future__ import annotations
