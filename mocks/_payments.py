@@ -53,8 +53,21 @@ from mocks._common import HEX, append_expiring, body_of, cache, dumps, is_form, 
 
 BEIJING = timezone(timedelta(hours=8))
 
-# Releases a record lock only while it is still the caller's (it may have expired and been taken).
-_UNLOCK = LuaScript("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
+# Takes a record's lock and reads the order of that name (KEYS: lock, order; ARGV: holder,
+# lease ms): {1, order or ''} when taken, {0, ''} while another request holds it.
+_LOCK_AND_READ = LuaScript(
+    "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1, redis.call('GET', KEYS[2]) or ''} end"
+    " return {0, ''}"
+)
+# Writes the order if it changed (ARGV[2] not empty; ARGV[3]: ttl), then releases the lock only
+# while it is still the caller's (it may have expired and been taken).
+_SAVE_AND_UNLOCK = LuaScript(
+    """
+    if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3]) end
+    if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+    return 0
+    """
+)
 # The start of an API call (KEYS: faults, drop_after, drop): the faults, and 1 when this call's
 # answer is to be dropped. Once ``drop_after`` calls have been answered, ``drop`` counts the
 # answers still to drop; the counter goes when it is spent.
@@ -99,6 +112,14 @@ FAULT_TYPES = {
 _CODE_SHAPES = {"wechat": ("13", 18), "alipay": ("28", 18), "unionpay": ("62", 19), "insurance": ("91", 20)}
 
 Acknowledged = Callable[[outbound.Reply], bool]
+
+
+@dataclass
+class _HeldOrder:
+    """An order read with its lock; written back when the lock is released if it changed."""
+
+    stored: bytes | str | None
+    changed: bool = False
 
 
 @dataclass(frozen=True)
@@ -175,24 +196,45 @@ class ChannelMock:
 
     # --- orders ----------------------------------------------------------------------
 
+    def _held(self, request: Request) -> dict[tuple[str, str], _HeldOrder]:
+        held = getattr(request.ctx, "mock_held_orders", None)
+        if held is None:
+            held = request.ctx.mock_held_orders = {}
+        return held
+
     async def order(self, request: Request, out_trade_no: str) -> dict | None:
+        held = self._held(request).get((self.name, out_trade_no))
+        if held is not None:
+            return loads(held.stored)
         return loads(await keyed_command(cache(request), "GET", self.key("order", out_trade_no)))
 
     async def save_order(self, request: Request, order: dict) -> None:
+        held = self._held(request).get((self.name, order["out_trade_no"]))
+        if held is not None:
+            held.stored, held.changed = dumps(order), True
+            return
         await keyed_command(cache(request), "SET", self.key("order", order["out_trade_no"]), dumps(order), "EX", ORDER_TTL_S)
 
     @asynccontextmanager
     async def locked(self, request: Request, name: str):
-        """One request at a time changes the named record (confirm racing close, two refunds…)."""
-        redis, key, holder = cache(request), self.key("lock", name), token(16, HEX)
+        """One request at a time changes the named record (confirm racing close, two refunds…).
+
+        The order of that name is read as the lock is taken and written as it is released, so
+        ``order`` and ``save_order`` inside cost no round trip of their own."""
+        redis, lock_key, holder = cache(request), self.key("lock", name), token(16, HEX)
+        order_key, held = self.key("order", name), self._held(request)
         for _ in range(500):
-            if await keyed_command(redis, "SET", key, holder, "NX", "PX", 5000):
+            taken, stored = await _LOCK_AND_READ(redis, [lock_key, order_key], [holder, 5000])
+            if taken:
+                held[(self.name, name)] = _HeldOrder(stored or None)
                 break
             await asyncio.sleep(0.01)
         try:
             yield
         finally:
-            await _UNLOCK(redis, [key], [holder])
+            order = held.pop((self.name, name), None)
+            changed = order.stored if order is not None and order.changed else ""
+            await _SAVE_AND_UNLOCK(redis, [lock_key, order_key], [holder, changed, ORDER_TTL_S])
 
     def complete_later(self, request: Request, out_trade_no: str, complete, after_ms: int) -> None:
         """After ``after_ms``, ``await complete(request, order)`` if the order is still being paid
