@@ -25,13 +25,17 @@ from __future__ import annotations
 
 import base64
 import csv
+import functools
 import hashlib
 import os
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 from urllib.parse import quote
 
 import requests
@@ -514,7 +518,14 @@ class WeChatChannel(Channel):
         return records
 
 
-def _xml(body: bytes) -> dict:
+@functools.lru_cache(maxsize=64)
+def _xml(body: bytes) -> Mapping[str, Any]:
+    """The fields of a notification, read-only. Remembered for a few bodies: a callback's body
+    is read by ``peek_callback`` and again by ``parse_callback``."""
+    return MappingProxyType(_read_xml(body))
+
+
+def _read_xml(body: bytes) -> dict:
     try:
         data = xmltodict.parse(body.decode("utf-8"))["xml"]
     except Exception:  # noqa: BLE001
