@@ -10,10 +10,11 @@ One process on uvloop, PostgreSQL (the --database-url database is dropped, creat
 and migrated), orders written through the ORM first. Each statement runs one at a time,
 as a request runs it, three ways:
 
-- ``orm``: the platform's own call (``cashier.orders.get_order``; the guarded update of
-  ``_mark_paying``): the query built by Tortoise, sent through its pool, rows made into models;
-- ``prepared``: the SQL Tortoise built for that call, kept, and sent through Tortoise's
-  connection (``execute_query``) with fresh values: everything but building the query;
+- ``orm``: the query built by Tortoise for each call (``Order.get_or_none``; the guarded
+  update ``_mark_paying`` sends), sent through its pool, rows made into models;
+- ``prepared``: the platform's own call (``cashier.orders.get_order``; ``_mark_paying``'s
+  update): the SQL Tortoise built once, kept by ``cardcore.db.PreparedQuery`` and sent with
+  fresh values, rows made into models by Tortoise: everything but building the query;
 - ``asyncpg``: the same SQL and values on one asyncpg connection: the floor.
 
 The figure is this process's CPU time per statement (PostgreSQL's own time is not in it).
@@ -42,7 +43,7 @@ if str(ROOT) not in sys.path:
 from bench.harness import BenchFailure, note, print_report, recreate_database, report_failure, report_head  # noqa: E402
 from cardcore import db  # noqa: E402
 from cashier.models import Order, OrderStatus  # noqa: E402
-from cashier.orders import UNPAID, get_order  # noqa: E402
+from cashier.orders import _MARK_PAYING, UNPAID, get_order  # noqa: E402
 from openplatform.app import MODEL_APPS  # noqa: E402
 
 
@@ -99,7 +100,6 @@ def _expect_sql(built: str, expected_end: str) -> None:
 
 async def run(sizes: Sizes, database_url: str) -> dict:
     import asyncpg
-    from tortoise import connections
 
     note(f"recreating database {database_url.rsplit('/', 1)[-1]}")
     await recreate_database(database_url)
@@ -108,7 +108,6 @@ async def run(sizes: Sizes, database_url: str) -> dict:
     raw = await asyncpg.connect(database_url)
     try:
         numbers = await _write_orders(sizes.orders)
-        connection = connections.get("default")
         read_sql = _read_query(numbers[0]).sql()
         update_sql = _paying_update(numbers[0]).sql()
         _expect_sql(read_sql, READ_SQL_END)
@@ -122,12 +121,11 @@ async def run(sizes: Sizes, database_url: str) -> dict:
             raise BenchFailure(f"the guarded update as sent by asyncpg changed {expected!r}, not one row")
 
         async def orm_read(number: str) -> None:
-            if (await get_order(number)).order_no != number:
+            if (await Order.get_or_none(order_no=number)).order_no != number:
                 raise BenchFailure("read the wrong order")
 
         async def prepared_read(number: str) -> None:
-            _, rows = await connection.execute_query(read_sql, [number, 2])
-            if Order._init_from_db(**rows[0]).order_no != number:
+            if (await get_order(number)).order_no != number:
                 raise BenchFailure("read the wrong order")
 
         async def asyncpg_read(number: str) -> None:
@@ -139,8 +137,7 @@ async def run(sizes: Sizes, database_url: str) -> dict:
                 raise BenchFailure("the guarded update changed no row")
 
         async def prepared_update(number: str) -> None:
-            changed, _ = await connection.execute_query(update_sql, update_values(number))
-            if changed != 1:
+            if await _MARK_PAYING.execute(number, "wechat", "wechat_h5") != 1:
                 raise BenchFailure("the guarded update changed no row")
 
         async def asyncpg_update(number: str) -> None:

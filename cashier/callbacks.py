@@ -16,7 +16,7 @@ from cashier import accounts, channels
 from cashier.channels.base import BadCallback, CallbackReply, Channel
 from cashier.errors import AmountMismatch, ChannelNotAvailable, OrderNotFound, RefundNotFound
 from cashier.models import Order
-from cashier.orders import settle_payment
+from cashier.orders import order_or_none, settle_payment
 from cashier.refunds import settle_refund
 
 log = logging.getLogger("ehc.cashier.callbacks")
@@ -31,7 +31,7 @@ async def _channel_for_callback(
     if hint.names_an_order:
         # The institution's account at the reporting channel, even if the resident has
         # since chosen another channel: money taken there must still be recorded.
-        order = await Order.get_or_none(order_no=hint.order_no)
+        order = await order_or_none(hint.order_no)
         if order is not None:
             try:
                 return await accounts.channel_for(rt, order.institution_id, channel_code), order

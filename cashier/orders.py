@@ -24,6 +24,7 @@ from cardcore import crypto
 from cardcore.errors import CardNotFound, ValidationFailed
 from cardcore.models import Card
 from cardcore.clock import as_utc, iso, utcnow
+from cardcore.db import PreparedQuery
 from cardcore.runtime import Runtime
 from cardcore.text import Readable
 from cashier import accounts, channels, notifier
@@ -39,6 +40,15 @@ SETTLEABLE = (OrderStatus.created, OrderStatus.paying, OrderStatus.closed)
 MAX_AMOUNT_FEN = 100_000_000_00  # one hundred million yuan: anything above is a typing error
 # The columns closing changes: the statement writes these, not the whole row.
 _CLOSED_FIELDS = ("status", "closed_at", "failure_reason", "updated_at")
+# Every payment reads its order by number (the page, the callback) and marks it paying:
+# their SQL is built once (cardcore.db.PreparedQuery).
+_ORDER_BY_NUMBER = PreparedQuery(Order, lambda order_no: Order.filter(order_no=order_no).limit(1))
+_MARK_PAYING = PreparedQuery(
+    Order,
+    lambda order_no, channel, method: Order.filter(order_no=order_no, status__in=UNPAID).update(
+        status=OrderStatus.paying, channel=channel, method=method, failure_reason=""
+    ),
+)
 
 
 class OrderRequest(BaseModel):
@@ -106,9 +116,14 @@ async def open_order(rt: Runtime, institution_id: str, digest: str, **fields) ->
     return existing, False
 
 
+async def order_or_none(order_no: str) -> Order | None:
+    found = await _ORDER_BY_NUMBER.fetch(order_no)
+    return found[0] if found else None
+
+
 async def get_order(order_no: str, institution_id: str | None = None) -> Order:
     """An order; an institution sees only its own (others are not found)."""
-    order = await Order.get_or_none(order_no=order_no)
+    order = await order_or_none(order_no)
     if order is None or (institution_id is not None and order.institution_id != institution_id):
         raise OrderNotFound()
     return order
@@ -142,9 +157,7 @@ def payment_request(
 
 
 async def _mark_paying(order: Order, channel_code: str, method: str) -> None:
-    changed = await Order.filter(order_no=order.order_no, status__in=UNPAID).update(
-        status=OrderStatus.paying, channel=channel_code, method=method, failure_reason=""
-    )
+    changed = await _MARK_PAYING.execute(order.order_no, channel_code, method)
     if not changed:
         raise OrderNotPayable(f"the order is {(await Order.get(order_no=order.order_no)).status.value}")
     order.status, order.channel, order.method = OrderStatus.paying, channel_code, method
@@ -185,7 +198,7 @@ async def settle_payment(
     if state.status != "paid":
         return False
     if order is None or order.order_no != order_no:
-        order = await Order.get_or_none(order_no=order_no)
+        order = await order_or_none(order_no)
         if order is None:
             raise OrderNotFound()
     if state.amount_fen != order.amount_fen:

@@ -1,0 +1,72 @@
+"""``cardcore.db.PreparedQuery``: the ORM's SQL built once, then the same rows and the same
+changes as the ORM's own query, on both backends."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+
+import pytest
+from tortoise.transactions import in_transaction
+
+from cardcore.clock import utcnow
+from cardcore.db import PreparedQuery
+from cashier.models import Order, OrderStatus
+
+BY_NUMBER = PreparedQuery(Order, lambda order_no: Order.filter(order_no=order_no).limit(1))
+RENAME_UNPAID = PreparedQuery(
+    Order,
+    lambda order_no, subject: Order.filter(
+        order_no=order_no, status__in=(OrderStatus.created, OrderStatus.paying)
+    ).update(subject=subject),
+)
+
+
+async def new_order(**fields) -> Order:
+    number = "P" + secrets.token_hex(10)
+    return await Order.create(
+        order_no=number, institution_id="INST-PREPARED", out_trade_no=number, request_digest="0" * 64,
+        amount_fen=1000, subject="门诊缴费", order_type="outpatient", notify_url="http://127.0.0.1:9/notify",
+        expires_at=utcnow() + timedelta(minutes=30), **fields,
+    )  # fmt: skip
+
+
+def columns(order: Order) -> dict:
+    return {name: getattr(order, name) for name in Order._meta.db_fields}
+
+
+async def test_reads_the_rows_the_orm_reads(rt):
+    made = [await new_order(status=status) for status in (OrderStatus.created, OrderStatus.paid, OrderStatus.closed)]
+    for order in made:  # the first call builds the SQL, the others reuse it with their own number
+        [found] = await BY_NUMBER.fetch(order.order_no)
+        assert isinstance(found, Order)
+        assert columns(found) == columns(await Order.get(order_no=order.order_no))
+    assert await BY_NUMBER.fetch("P" + secrets.token_hex(10)) == []
+
+
+async def test_changes_the_rows_the_orm_would_and_keeps_text_as_sent(rt):
+    unpaid, paid = await new_order(), await new_order(status=OrderStatus.paid)
+    subject = "药房'; DROP TABLE cashier_order; --\"二楼"
+    assert await RENAME_UNPAID.execute(unpaid.order_no, subject) == 1
+    assert await RENAME_UNPAID.execute(paid.order_no, subject) == 0
+    assert (await Order.get(order_no=unpaid.order_no)).subject == subject
+    assert (await Order.get(order_no=paid.order_no)).subject == "门诊缴费"
+
+
+async def test_runs_inside_the_callers_transaction(rt):
+    order = await new_order()
+    with pytest.raises(RuntimeError):
+        async with in_transaction() as conn:
+            assert await RENAME_UNPAID.execute(order.order_no, "changed", using_db=conn) == 1
+            [seen] = await BY_NUMBER.fetch(order.order_no, using_db=conn)
+            assert seen.subject == "changed"
+            raise RuntimeError("roll back")
+    assert (await Order.get(order_no=order.order_no)).subject == "门诊缴费"
+
+
+async def test_arguments_must_be_text_that_reaches_the_query_unchanged(rt):
+    with pytest.raises(TypeError):
+        await BY_NUMBER.fetch(12345)
+    contains = PreparedQuery(Order, lambda text: Order.filter(subject__icontains=text))
+    with pytest.raises(TypeError):
+        await contains.fetch("门诊")  # the database would be sent '%门诊%': not the argument
