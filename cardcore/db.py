@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,23 @@ async def ping() -> None:
     await connections.get("default").execute_query("SELECT 1")
 
 
-_STAND_IN = 0xE000  # Unicode's private use area
+# Stand-ins by kind of argument: in no real value, and within any column's checks (text:
+# one character of Unicode's private use area; numbers: within a small integer's range).
+_STAND_INS: dict[str, Callable[[int], Any]] = {
+    "text": lambda n: chr(0xE000 + n),
+    "number": lambda n: -31_000 - n,
+    "datetime": lambda n: datetime(1901, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=n),
+}
+
+
+def _kind_of(arg: Any) -> str:
+    if type(arg) is str:
+        return "text"
+    if type(arg) is int:
+        return "number"
+    if type(arg) is datetime and arg.tzinfo is not None:
+        return "datetime"
+    raise TypeError(f"a prepared query takes text, whole numbers and aware datetimes, not {arg!r}")
 
 
 class PreparedQuery:
@@ -93,22 +110,20 @@ class PreparedQuery:
     the ORM's SQL kept). ``build(*args)`` returns the query (a QuerySet, or its ``update``)
     as the ORM would run it. It is built once per database with a stand-in for each argument;
     each call sends that SQL with its own arguments where the stand-ins went. Arguments are
-    text: a column takes text as it is, so each stand-in is found among the built parameters.
-    The ORM's field checks do not see a call's arguments: pass numbers and codes the platform
-    made or already checked.
+    text, whole numbers or aware datetimes, which the ORM sends as they are, so each stand-in
+    is found among the built parameters; each call passes the kinds the first one did. The
+    ORM's field checks do not see a call's arguments: pass values the platform made or checked.
     """
 
     def __init__(self, model: type[Model], build: Callable[..., Any]) -> None:
         self._model, self._build = model, build
-        self._built: dict[str, tuple[str, list, list[int]]] = {}
+        self._built: dict[str, tuple[str, list, list[int], tuple[str, ...]]] = {}
 
-    def _sql(self, db: BaseDBAsyncClient, args: tuple[str, ...]) -> tuple[str, list]:
-        if not all(type(arg) is str for arg in args):
-            raise TypeError("a prepared query takes text arguments")
+    def _sql(self, db: BaseDBAsyncClient, args: tuple) -> tuple[str, list]:
+        kinds = tuple(_kind_of(arg) for arg in args)
         built = self._built.get(db.connection_name)
         if built is None:
-            # One private-use character each: short enough for any column, and in no real value.
-            stand_ins = [chr(_STAND_IN + n) for n in range(len(args))]
+            stand_ins = [_STAND_INS[kind](n) for n, kind in enumerate(kinds)]
             query = self._build(*stand_ins)
             query._db = db
             try:
@@ -119,20 +134,22 @@ class PreparedQuery:
             slots = [[i for i, param in enumerate(params) if param == stand_in] for stand_in in stand_ins]
             if any(len(places) != 1 for places in slots):
                 raise TypeError("each argument of a prepared query must be one parameter of it, unchanged")
-            built = self._built[db.connection_name] = (sql, list(params), [places[0] for places in slots])
-        sql, params, slots = built
+            built = self._built[db.connection_name] = (sql, list(params), [places[0] for places in slots], kinds)
+        sql, params, slots, built_kinds = built
+        if kinds != built_kinds:
+            raise TypeError(f"this prepared query takes {built_kinds}, not {kinds}")
         values = list(params)
         for slot, arg in zip(slots, args):
             values[slot] = arg
         return sql, values
 
-    async def fetch(self, *args: str, using_db: BaseDBAsyncClient | None = None) -> list[Model]:
+    async def fetch(self, *args: Any, using_db: BaseDBAsyncClient | None = None) -> list[Model]:
         """The rows of a QuerySet, as models."""
         db = using_db or self._model._meta.db
         sql, values = self._sql(db, args)
         return await db.executor_class(model=self._model, db=db).execute_select(sql, values)
 
-    async def execute(self, *args: str, using_db: BaseDBAsyncClient | None = None) -> int:
+    async def execute(self, *args: Any, using_db: BaseDBAsyncClient | None = None) -> int:
         """Run an update; how many rows it changed."""
         db = using_db or self._model._meta.db
         sql, values = self._sql(db, args)

@@ -51,6 +51,26 @@ _MARK_PAYING = PreparedQuery(
 )
 
 
+def _pay_update(statuses: tuple[OrderStatus, ...], names_channel: bool) -> PreparedQuery:
+    """Settling: an order in one of ``statuses`` becomes paid (and takes the reporting channel)."""
+
+    def build(order_no, paid_fen, insurance_fen, paid_at, channel_trade_no, updated_at, *channel):
+        return Order.filter(order_no=order_no, status__in=statuses).update(
+            status=OrderStatus.paid, paid_fen=paid_fen, insurance_fen=insurance_fen, paid_at=paid_at,
+            channel_trade_no=channel_trade_no, closed_at=None, updated_at=updated_at,
+            **({"channel": channel[0]} if names_channel else {}),
+        )  # fmt: skip
+
+    return PreparedQuery(Order, build)
+
+
+_PAY = {
+    (statuses, names_channel): _pay_update(statuses, names_channel)
+    for statuses in (UNPAID, (OrderStatus.closed,))
+    for names_channel in (True, False)
+}
+
+
 class OrderRequest(BaseModel):
     """``POST /cashier/v1/orders`` (API.md)."""
 
@@ -210,26 +230,24 @@ async def settle_payment(
     if order.status not in SETTLEABLE:
         return False  # paid already: no state leads back from paid, so a stale read is right here
     paid = {
-        "status": OrderStatus.paid,
         "paid_fen": state.amount_fen,
         "insurance_fen": state.insurance_fen,
         "paid_at": as_utc(state.paid_at) or utcnow(),
         "channel_trade_no": state.channel_trade_no,
-        "closed_at": None,
         "updated_at": utcnow(),
         **({"channel": channel} if channel else {}),
     }
     async with in_transaction() as conn:
         # Guarded updates: of concurrent duplicates, exactly one finds the order unpaid.
-        changed = await Order.filter(order_no=order_no, status__in=UNPAID).using_db(conn).update(**paid)
+        changed = await _PAY[UNPAID, bool(channel)].execute(order_no, *paid.values(), using_db=conn)
         if not changed:
-            changed = await Order.filter(order_no=order_no, status=OrderStatus.closed).using_db(conn).update(**paid)
+            changed = await _PAY[(OrderStatus.closed,), bool(channel)].execute(order_no, *paid.values(), using_db=conn)
             if changed:
                 # Money moved although the order was closed: the channel is right, the institution refunds.
                 log.warning("payment after close", extra={"order_no": order_no, "source": source})
         if not changed:
             return False
-        for name, value in paid.items():
+        for name, value in {**paid, "status": OrderStatus.paid, "closed_at": None}.items():
             setattr(order, name, value)
         await notifier.enqueue(conn, order, "order.paid")
     notifier.wake()

@@ -21,6 +21,10 @@ RENAME_UNPAID = PreparedQuery(
     ).update(subject=subject),
 )
 
+REPRICE = PreparedQuery(
+    Order, lambda order_no, fen, until: Order.filter(order_no=order_no).update(amount_fen=fen, expires_at=until)
+)
+
 
 async def new_order(**fields) -> Order:
     number = "P" + secrets.token_hex(10)
@@ -64,9 +68,24 @@ async def test_runs_inside_the_callers_transaction(rt):
     assert (await Order.get(order_no=order.order_no)).subject == "门诊缴费"
 
 
-async def test_arguments_must_be_text_that_reaches_the_query_unchanged(rt):
+async def test_numbers_and_datetimes_are_sent_as_the_orm_sends_them(rt):
+    order, other = await new_order(), await new_order()
+    when = utcnow().replace(microsecond=123456) + timedelta(days=3)
+    assert await REPRICE.execute(order.order_no, 4321, when) == 1
+    assert await REPRICE.execute(other.order_no, 0, when - timedelta(days=1)) == 1
+    changed, untouched = await Order.get(order_no=order.order_no), await Order.get(order_no=other.order_no)
+    assert (changed.amount_fen, changed.expires_at) == (4321, when)
+    assert (untouched.amount_fen, untouched.expires_at) == (0, when - timedelta(days=1))
+
+
+async def test_arguments_must_be_of_the_kinds_it_was_built_for_and_reach_the_query_unchanged(rt):
+    order = await new_order()
     with pytest.raises(TypeError):
-        await BY_NUMBER.fetch(12345)
+        await BY_NUMBER.fetch(12345)  # built for text
+    with pytest.raises(TypeError):
+        await REPRICE.execute(order.order_no, 100, utcnow().replace(tzinfo=None))  # naive: the ORM would convert it
+    with pytest.raises(TypeError):
+        await REPRICE.execute(order.order_no, True, utcnow())
     contains = PreparedQuery(Order, lambda text: Order.filter(subject__icontains=text))
     with pytest.raises(TypeError):
         await contains.fetch("门诊")  # the database would be sent '%门诊%': not the argument
