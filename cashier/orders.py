@@ -231,9 +231,9 @@ async def settle_payment(
         return False  # paid already: no state leads back from paid, so a stale read is right here
     paid = {
         "paid_fen": state.amount_fen,
-        "insurance_fen": state.insurance_fen,
+        "insurance_fen": int(state.insurance_fen or 0),
         "paid_at": as_utc(state.paid_at) or utcnow(),
-        "channel_trade_no": state.channel_trade_no,
+        "channel_trade_no": str(state.channel_trade_no or ""),
         "updated_at": utcnow(),
         **({"channel": channel} if channel else {}),
     }
