@@ -51,24 +51,21 @@ _MARK_PAYING = PreparedQuery(
 )
 
 
-def _pay_update(statuses: tuple[OrderStatus, ...], names_channel: bool) -> PreparedQuery:
-    """Settling: an order in one of ``statuses`` becomes paid (and takes the reporting channel)."""
-
-    def build(order_no, paid_fen, insurance_fen, paid_at, channel_trade_no, updated_at, *channel):
-        return Order.filter(order_no=order_no, status__in=statuses).update(
+def _pay_update(statuses: tuple[OrderStatus, ...]) -> PreparedQuery:
+    """Settling: an order in one of ``statuses`` becomes paid, at the channel that reported it."""
+    return PreparedQuery(
+        Order,
+        lambda order_no, paid_fen, insurance_fen, paid_at, channel_trade_no, channel, updated_at: Order.filter(
+            order_no=order_no, status__in=statuses
+        ).update(
             status=OrderStatus.paid, paid_fen=paid_fen, insurance_fen=insurance_fen, paid_at=paid_at,
-            channel_trade_no=channel_trade_no, closed_at=None, updated_at=updated_at,
-            **({"channel": channel[0]} if names_channel else {}),
-        )  # fmt: skip
-
-    return PreparedQuery(Order, build)
+            channel_trade_no=channel_trade_no, channel=channel, closed_at=None, updated_at=updated_at,
+        ),
+    )  # fmt: skip
 
 
-_PAY = {
-    (statuses, names_channel): _pay_update(statuses, names_channel)
-    for statuses in (UNPAID, (OrderStatus.closed,))
-    for names_channel in (True, False)
-}
+_PAY_UNPAID = _pay_update(UNPAID)
+_PAY_CLOSED = _pay_update((OrderStatus.closed,))
 
 
 class OrderRequest(BaseModel):
@@ -234,14 +231,15 @@ async def settle_payment(
         "insurance_fen": int(state.insurance_fen or 0),
         "paid_at": as_utc(state.paid_at) or utcnow(),
         "channel_trade_no": str(state.channel_trade_no or ""),
+        # Without ``channel`` the caller asked the order's own channel (a query), as read.
+        "channel": channel or order.channel or "",
         "updated_at": utcnow(),
-        **({"channel": channel} if channel else {}),
     }
     async with in_transaction() as conn:
         # Guarded updates: of concurrent duplicates, exactly one finds the order unpaid.
-        changed = await _PAY[UNPAID, bool(channel)].execute(order_no, *paid.values(), using_db=conn)
+        changed = await _PAY_UNPAID.execute(order_no, *paid.values(), using_db=conn)
         if not changed:
-            changed = await _PAY[(OrderStatus.closed,), bool(channel)].execute(order_no, *paid.values(), using_db=conn)
+            changed = await _PAY_CLOSED.execute(order_no, *paid.values(), using_db=conn)
             if changed:
                 # Money moved although the order was closed: the channel is right, the institution refunds.
                 log.warning("payment after close", extra={"order_no": order_no, "source": source})
