@@ -51,11 +51,11 @@ from cardcore.providers._threads import run_sync
 from cashier.channels import register
 from cashier.channels._common import (
     BEIJING,
+    GatewaySession,
     beijing,
     create_once,
     field,
     parse_beijing,
-    pin_environment,
     refused,
     unreachable,
     yuan_to_fen,
@@ -143,15 +143,19 @@ class _Pay(WeChatPay):
         return super()._request(method, url_or_endpoint, **kwargs)
 
     def _handle_result(self, res):
-        res.encoding = "utf-8"
         try:
-            data = xmltodict.parse(res.text)["xml"]
-        except Exception:  # noqa: BLE001 - not XML: a bill file
-            return res.text
+            data = super()._handle_result(res)  # the answer's fields, or its text when not XML (a bill)
+        except WeChatPayException:
+            # A refusal is signed too; read it again only then (rare), not every answer twice.
+            self._verify(xmltodict.parse(res.text)["xml"])
+            raise
+        self._verify(data)
+        return data
+
+    def _verify(self, data) -> None:
         if isinstance(data, dict) and data.get("return_code") == "SUCCESS" and "sign" in data:
             if not constant_time_equal(data["sign"] or "", sign(data, self.api_key, self.sign_type)):
                 raise _InvalidAnswer()
-        return super()._handle_result(res)
 
 
 _cert_lock = threading.Lock()
@@ -219,12 +223,13 @@ class WeChatChannel(Channel):
                     sign_type=self.sign_type,
                 )
                 client.API_BASE_URL = self.gateway
-                pin_environment(client._http, self.gateway)
+                client._http = GatewaySession(self.gateway)
                 self._clients[(app_id, with_certificate)] = client
             return client
 
-    async def _call(self, fn, *, accept: frozenset[str] = frozenset()):
-        """Run one SDK call; map failures. err_codes in ``accept`` come back as ``{"err_code": …}``."""
+    async def _call(self, fn, *, accept: frozenset[str] = frozenset(), text: bool = False):
+        """Run one SDK call; map failures. err_codes in ``accept`` come back as ``{"err_code": …}``;
+        an answer that is not XML is the answer only with ``text`` (a bill file)."""
         try:
             answer = await run_sync(fn)
         except WeChatPayException as exc:
@@ -243,7 +248,7 @@ class WeChatChannel(Channel):
             raise unreachable(CHANNEL, exc.__class__.__name__) from None
         except (ValueError, KeyError, TypeError) as exc:
             raise unreachable(CHANNEL, f"unreadable answer: {exc.__class__.__name__}") from None
-        if not isinstance(answer, (dict, str)):
+        if not isinstance(answer, dict) and not (text and isinstance(answer, str)):
             raise unreachable(CHANNEL, "unreadable answer")
         return answer
 
@@ -472,9 +477,12 @@ class WeChatChannel(Channel):
         answer = await self._call(
             lambda: client.tools.download_bill(day.replace("-", ""), bill_type="ALL"),
             accept=frozenset({"No Bill Exist"}),
+            text=True,
         )
         if isinstance(answer, dict):  # nothing happened that day
             return ""
+        if not answer.lstrip("\ufeff").startswith("交易时间"):  # a bill opens with its column names
+            raise unreachable(CHANNEL, "answer is not a bill")
         return answer
 
     def parse_bill(self, text: str) -> list[BillRecord]:

@@ -3,9 +3,12 @@ the H5 page, both sign types."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
+from contextlib import asynccontextmanager
 from dataclasses import replace
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -129,3 +132,90 @@ async def test_proxy_settings_of_the_environment_are_read_when_the_client_is_bui
     finally:
         closed.close()
         outbound.proxy_for.cache_clear()  # what the dead proxy variables left behind
+
+
+async def _read_message(reader: asyncio.StreamReader) -> tuple[bytes, list[bytes], bytes]:
+    """First line, header lines and body of one HTTP/1.1 message with a Content-Length."""
+    first = await reader.readline()
+    headers, length = [], 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        headers.append(line)
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return first, headers, await reader.readexactly(length) if length else b""
+
+
+@asynccontextmanager
+async def _server(answer):
+    """A loopback HTTP/1.1 server; ``answer(first_line, headers, body)`` returns the raw reply."""
+
+    async def serve(reader, writer):
+        while True:
+            first, headers, body = await _read_message(reader)
+            if not first:
+                break
+            writer.write(await answer(first, headers, body))
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+
+
+async def test_calls_go_through_the_proxy_the_environment_names(config, live_server, monkeypatch):
+    """A working proxy gets every call as an absolute URI and passes it on: the payment is made."""
+    targets: list[bytes] = []
+
+    async def forward(first, headers, body):
+        method, target, version = first.split(b" ")
+        targets.append(target)
+        upstream = urlsplit(target.decode())
+        reader, writer = await asyncio.open_connection(upstream.hostname, upstream.port)
+        path = (upstream.path + ("?" + upstream.query if upstream.query else "")).encode()
+        writer.write(b" ".join((method, path, version)) + b"".join(headers) + b"\r\n" + body)
+        status, answer_headers, answer_body = await _read_message(reader)
+        writer.close()
+        return status + b"".join(answer_headers) + b"\r\n" + answer_body
+
+    outbound.proxy_for.cache_clear()
+    try:
+        async with _server(forward) as proxy:
+            for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+                monkeypatch.delenv(name, raising=False)
+            for name in ("HTTP_PROXY", "http_proxy"):
+                monkeypatch.setenv(name, proxy)
+            channel = WeChatChannel(config)
+            request = payment_request(live_server.base_url, "wechat_jsapi", 321, payer_id=OPENID)
+            action = await channel.create_payment(request)
+            assert action.action == "jsapi"
+            assert (await channel.query(request.order_no)).status == "paying"
+    finally:
+        outbound.proxy_for.cache_clear()
+    gateway = config.gateway.rstrip("/")
+    assert targets == [f"{gateway}/pay/unifiedorder".encode(), f"{gateway}/pay/orderquery".encode()]
+
+
+async def test_a_page_instead_of_an_answer_is_unreadable(config, live_server):
+    """A gateway (or something in front of it) answering 200 with a page, well-formed or not:
+    the outcome is unknown, not a crash, and the page is not taken for a bill."""
+
+    for page in ("<html><body>维护中</body></html>", "<!DOCTYPE html><html><meta charset=utf-8>维护中</html>"):
+        answer = page.encode()
+
+        async def maintenance(first, headers, body, answer=answer):
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n" % len(answer)
+            return head + answer
+
+        async with _server(maintenance) as gateway:
+            channel = WeChatChannel(replace(config, gateway=gateway + "/"))
+            with pytest.raises(ChannelUnreachable) as unreadable:
+                await channel.create_payment(payment_request(live_server.base_url, "wechat_jsapi", 100, payer_id=OPENID))
+            assert "unreadable answer" in unreadable.value.details["reason"]
+            with pytest.raises(ChannelUnreachable):
+                await channel.query("20261124000000000000000001")
+            with pytest.raises(ChannelUnreachable):
+                await channel.download_bill("2026-11-23")
