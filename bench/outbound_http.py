@@ -1,6 +1,7 @@
 """Outbound HTTP: CPU per hospital notification POST through ``cardcore.outbound`` (aiohttp:
 what the notifier, the channel gateways' calls and the mock channels' callbacks use) vs httpx
-(what they used before), in the same run.
+(what they used before), in the same run; and CPU per WeChat Pay gateway call through the
+transport wechatpy is given (``GatewaySession``, urllib3) vs its own ``requests.Session``.
 
     .venv/bin/python bench/outbound_http.py            # full run, the figures of BENCHMARKS.md
     .venv/bin/python bench/outbound_http.py --quick    # CI: proves the benchmark still works
@@ -15,6 +16,11 @@ with an httpx client made for each call, as the UnionPay and insurance channels 
 figure is process CPU time per request, client and receiver together; the receiver's
 share is the same for every client, and the floor line (the same exchange written
 directly on asyncio streams) shows how small it is.
+
+Gateway calls: one SDK thread (as ``run_sync`` runs wechatpy) posts a signed unifiedorder
+XML body to the same receiver, one call after another, through ``requests.Session``
+(environment not read per call, as the channel pinned it before) and through
+``cashier.channels._common.GatewaySession``; process CPU per call, both sides together.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from pathlib import Path
 
 import aiohttp
 import httpx
+import requests
+import urllib3
 import uvloop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +46,7 @@ if str(ROOT) not in sys.path:
 from bench.harness import BenchFailure, note, print_report, report_failure, report_head  # noqa: E402
 from cardcore import outbound, signing  # noqa: E402
 from cashier import notifier  # noqa: E402
+from cashier.channels._common import GatewaySession  # noqa: E402
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 7\r\n\r\nSUCCESS"
 PATH = "/his/notify"
@@ -161,6 +170,37 @@ async def timed(sender, senders: int, count: int) -> float:
 CLIENTS = {"aiohttp (cardcore.outbound)": with_aiohttp, "httpx": with_httpx, "asyncio streams (floor)": with_streams}
 
 
+def unifiedorder_body() -> bytes:
+    """What wechatpy sends for a JSAPI payment (the fields of one, signed): the body's size matters, not its truth."""
+    fields = {"appid": "wx0de0000000e4c001", "mch_id": "1900000109", "nonce_str": "5K8264ILTKCH16CQ2502SI8ZNMTM67VS",
+              "body": "门诊缴费", "out_trade_no": "P" + "1" * 27, "total_fee": "12345", "spbill_create_ip": "127.0.0.1",
+              "notify_url": "https://ehc.example/cashier/notify/wechat", "trade_type": "JSAPI", "sign_type": "HMAC-SHA256",
+              "openid": "oDevPayer000000000000000001", "sign": "A" * 64}  # fmt: skip
+    return ("<xml>" + "".join(f"<{k}>{v}</{k}>" for k, v in fields.items()) + "</xml>").encode()
+
+
+def _gateway_calls(session, url: str, body: bytes, count: int) -> None:
+    for _ in range(count):
+        answer = session.request("post", url, data=body, timeout=10)
+        if answer.status_code != 200 or answer.content != b"SUCCESS":
+            raise BenchFailure(f"gateway call: unexpected answer {answer.status_code}")
+
+
+async def gateway_call_cpu(session, url: str, count: int) -> float:
+    """Microseconds of process CPU per call made from one SDK thread, after a warm-up."""
+    body = unifiedorder_body()
+    await asyncio.to_thread(_gateway_calls, session, url, body, 2)
+    started = time.process_time()
+    await asyncio.to_thread(_gateway_calls, session, url, body, count)
+    return (time.process_time() - started) * 1e6 / count
+
+
+def gateway_sessions(url: str) -> dict:
+    pinned = requests.Session()
+    pinned.trust_env = False
+    return {"requests.Session": pinned, "GatewaySession (urllib3)": GatewaySession(url)}
+
+
 async def run(sizes: Sizes) -> dict:
     server = await asyncio.get_running_loop().create_server(Hospital, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}{PATH}"
@@ -176,10 +216,23 @@ async def run(sizes: Sizes) -> dict:
             rows.append(row)
         note("httpx, a client made for each call")
         per_call = round(await with_httpx_client_per_call(url, 1, sizes.per_call), 1)
+        gateway: dict = {}
+        for name, session in gateway_sessions(url).items():
+            note(f"gateway calls through {name}")
+            await gateway_call_cpu(session, url, sizes.warmup)
+            gateway[f"{name} us_cpu_per_call"] = round(await gateway_call_cpu(session, url, sizes.requests), 1)
+        gateway["urllib3_over_requests"] = round(
+            gateway["GatewaySession (urllib3) us_cpu_per_call"] / gateway["requests.Session us_cpu_per_call"], 2
+        )
     finally:
         server.close()
         await server.wait_closed()
-    return {"requests_per_figure": sizes.requests, "rows": rows, "httpx_client_per_call_us_cpu": per_call}
+    return {
+        "requests_per_figure": sizes.requests,
+        "rows": rows,
+        "httpx_client_per_call_us_cpu": per_call,
+        "gateway_calls": gateway,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,7 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: proves the benchmark works")
     args = parser.parse_args(argv)
     report = report_head(
-        args.quick, versions={"aiohttp": aiohttp.__version__, "httpx": httpx.__version__, "uvloop": uvloop.__version__}
+        args.quick,
+        versions={
+            "aiohttp": aiohttp.__version__, "httpx": httpx.__version__, "uvloop": uvloop.__version__,
+            "requests": requests.__version__, "urllib3": urllib3.__version__,
+        },  # fmt: skip
     )
     try:
         report["figures"] = uvloop.run(run(QUICK if args.quick else FULL))

@@ -99,8 +99,9 @@ class GatewaySession:
     timeout=…, cert=…)``, ``post``), on urllib3's connection pools directly.
 
     Per call, requests merges session settings, prepares cookies and hooks and looks for
-    redirects, none of which a gateway call needs: with the same loopback answer, 415–430 µs
-    of CPU a call through requests, 245 µs on urllib3 alone. The answer comes back as a
+    redirects, none of which a gateway call needs: ``bench/outbound_http.py`` measured
+    515–528 µs of CPU a call through requests and 330–380 µs through this session (the
+    loopback receiver's share included). The answer comes back as a
     ``requests.Response`` and failures as requests' exceptions, so the SDK and its callers
     read them as before. Redirects are not followed (an answer is what the gateway said),
     nothing is retried, cookies are not kept.

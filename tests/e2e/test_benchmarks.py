@@ -44,6 +44,8 @@ def test_outbound_http_bench_measures_every_client_at_every_concurrency():
     for row in rows:
         figures = [value for name, value in row.items() if name.endswith("us_cpu_per_request")]
         assert len(figures) == 3 and all(value > 0 for value in figures), row
+    gateway = result["figures"]["gateway_calls"]
+    assert gateway["requests.Session us_cpu_per_call"] > 0 and gateway["GatewaySession (urllib3) us_cpu_per_call"] > 0
 
 
 needs_postgres = pytest.mark.skipif(
