@@ -106,15 +106,21 @@ class GatewaySession:
     read them as before. Redirects are not followed (an answer is what the gateway said),
     nothing is retried, cookies are not kept.
 
-    The proxy (``outbound.proxy_for``) and the CA bundle (requests' reading of
-    ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``, else certifi's) are read once, for the
-    gateway at ``url``: a server's environment does not change while it runs, and a
-    gateway's address only with its account, whose client is built anew then.
+    The proxy (``outbound.proxy_for``, with the credentials its URL carries) and the CA
+    bundle (requests' reading of ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``, else
+    certifi's) are read once, for the gateway at ``url``: a server's environment does not
+    change while it runs, and a gateway's address only with its account, whose client is
+    built anew then.
     """
 
     def __init__(self, url: str, *, connections: int = 16) -> None:
         parts = urlsplit(url)
         self.proxy = outbound.proxy_for(parts.scheme, parts.hostname)
+        # A proxy's credentials in its URL, sent as requests sends them (urllib3 leaves them out).
+        username, password = requests.utils.get_auth_from_url(self.proxy) if self.proxy else ("", "")
+        self._proxy_headers = (
+            urllib3.make_headers(proxy_basic_auth=f"{username}:{password}") if username else None
+        )
         verify = requests.Session().merge_environment_settings(url, {}, None, None, None)["verify"]
         bundle = requests.utils.DEFAULT_CA_BUNDLE_PATH if verify is True else verify
         self._tls = {"ca_cert_dir": bundle} if os.path.isdir(bundle) else {"ca_certs": bundle}
@@ -129,11 +135,17 @@ class GatewaySession:
                 options = dict(cert_reqs="CERT_REQUIRED", maxsize=self._connections, **self._tls)
                 if cert:
                     options.update(cert_file=cert[0], key_file=cert[1])
-                pool = urllib3.ProxyManager(self.proxy, **options) if self.proxy else urllib3.PoolManager(**options)
+                pool = (
+                    urllib3.ProxyManager(self.proxy, proxy_headers=self._proxy_headers, **options)
+                    if self.proxy
+                    else urllib3.PoolManager(**options)
+                )
                 self._pools[cert] = pool
             return pool
 
-    def request(self, method: str, url: str, data=None, headers=None, timeout=None, cert=None) -> requests.Response:
+    def request(
+        self, method: str, url: str, data=None, headers=None, timeout=None, cert=None
+    ) -> requests.Response:
         if isinstance(data, str):
             data = data.encode("utf-8")
         elif data is not None and not isinstance(data, bytes):

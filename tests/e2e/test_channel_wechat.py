@@ -4,6 +4,7 @@ the H5 page, both sign types."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import socket
 from contextlib import asynccontextmanager
@@ -167,12 +168,17 @@ async def _server(answer):
 
 
 async def test_calls_go_through_the_proxy_the_environment_names(config, live_server, monkeypatch):
-    """A working proxy gets every call as an absolute URI and passes it on: the payment is made."""
+    """A working proxy gets every call as an absolute URI, with the credentials its URL names,
+    and passes it on: the payment is made."""
     targets: list[bytes] = []
+    credentials: list[bytes] = []
 
     async def forward(first, headers, body):
         method, target, version = first.split(b" ")
         targets.append(target)
+        to_proxy = [line for line in headers if line.lower().startswith(b"proxy-authorization:")]
+        credentials.extend(line.split(b":", 1)[1].strip() for line in to_proxy)
+        headers = [line for line in headers if line not in to_proxy]
         upstream = urlsplit(target.decode())
         reader, writer = await asyncio.open_connection(upstream.hostname, upstream.port)
         path = (upstream.path + ("?" + upstream.query if upstream.query else "")).encode()
@@ -187,7 +193,7 @@ async def test_calls_go_through_the_proxy_the_environment_names(config, live_ser
             for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
                 monkeypatch.delenv(name, raising=False)
             for name in ("HTTP_PROXY", "http_proxy"):
-                monkeypatch.setenv(name, proxy)
+                monkeypatch.setenv(name, proxy.replace("http://", "http://his:p%40ss@"))
             channel = WeChatChannel(config)
             request = payment_request(live_server.base_url, "wechat_jsapi", 321, payer_id=OPENID)
             action = await channel.create_payment(request)
@@ -197,6 +203,7 @@ async def test_calls_go_through_the_proxy_the_environment_names(config, live_ser
         outbound.proxy_for.cache_clear()
     gateway = config.gateway.rstrip("/")
     assert targets == [f"{gateway}/pay/unifiedorder".encode(), f"{gateway}/pay/orderquery".encode()]
+    assert credentials == [b"Basic " + base64.b64encode(b"his:p@ss")] * 2
 
 
 async def test_a_page_instead_of_an_answer_is_unreadable(config, live_server):
