@@ -16,6 +16,7 @@ import requests
 import urllib3
 
 from cardcore import outbound
+from cardcore.providers._threads import MAX_CONCURRENT_SDK_CALLS
 from cashier.channels.base import ChannelRefused, ChannelUnreachable
 
 BEIJING = timezone(timedelta(hours=8))  # every Chinese channel speaks Beijing time
@@ -110,10 +111,10 @@ class GatewaySession:
     bundle (requests' reading of ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``, else
     certifi's) are read once, for the gateway at ``url``: a server's environment does not
     change while it runs, and a gateway's address only with its account, whose client is
-    built anew then.
+    built anew then. It keeps a connection for each SDK call that may run at once.
     """
 
-    def __init__(self, url: str, *, connections: int = 16) -> None:
+    def __init__(self, url: str, *, connections: int = MAX_CONCURRENT_SDK_CALLS) -> None:
         parts = urlsplit(url)
         self.proxy = outbound.proxy_for(parts.scheme, parts.hostname)
         # A proxy's credentials in its URL, sent as requests sends them (urllib3 leaves them out).
