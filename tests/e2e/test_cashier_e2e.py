@@ -166,7 +166,10 @@ def test_a_stopping_server_lets_its_worker_finish_the_delivery_under_way(server_
         notice = lambda: admin.get(f"/admin/v1/notifications?order_no={order['order_no']}").json()["items"][0]  # noqa: E731
         wait_for(lambda: notice()["in_delivery_until"], timeout_s=30)
         delivering.send_signal(signal.SIGTERM)
-        delivering.wait(timeout=30)
+        try:
+            delivering.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the server did not stop in 30 s; its log ends:\n" + stderr_path.read_text()[-4000:])
     finally:
         stop_process_group(delivering)
         httpx.delete(f"{base}/_mock/institution/behaviour")
