@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -111,38 +110,29 @@ class GatewaySession:
     bundle (requests' reading of ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``, else
     certifi's) are read once, for the gateway at ``url``: a server's environment does not
     change while it runs, and a gateway's address only with its account, whose client is
-    built anew then. It keeps a connection for each SDK call that may run at once.
+    built anew then, as is the certificate it presents. It keeps a connection for each SDK
+    call that may run at once.
     """
 
-    def __init__(self, url: str, *, connections: int = MAX_CONCURRENT_SDK_CALLS) -> None:
+    def __init__(
+        self, url: str, *, cert: tuple[str, str] | None = None, connections: int = MAX_CONCURRENT_SDK_CALLS
+    ) -> None:
         parts = urlsplit(url)
         self.proxy = outbound.proxy_for(parts.scheme, parts.hostname)
-        # A proxy's credentials in its URL, sent as requests sends them (urllib3 leaves them out).
-        username, password = requests.utils.get_auth_from_url(self.proxy) if self.proxy else ("", "")
-        self._proxy_headers = (
-            urllib3.make_headers(proxy_basic_auth=f"{username}:{password}") if username else None
-        )
         verify = requests.Session().merge_environment_settings(url, {}, None, None, None)["verify"]
         bundle = requests.utils.DEFAULT_CA_BUNDLE_PATH if verify is True else verify
-        self._tls = {"ca_cert_dir": bundle} if os.path.isdir(bundle) else {"ca_certs": bundle}
-        self._connections = connections
-        self._pools: dict[tuple[str, str] | None, urllib3.PoolManager] = {}
-        self._lock = threading.Lock()
-
-    def _pool(self, cert: tuple[str, str] | None) -> urllib3.PoolManager:
-        with self._lock:
-            pool = self._pools.get(cert)
-            if pool is None:
-                options = dict(cert_reqs="CERT_REQUIRED", maxsize=self._connections, **self._tls)
-                if cert:
-                    options.update(cert_file=cert[0], key_file=cert[1])
-                pool = (
-                    urllib3.ProxyManager(self.proxy, proxy_headers=self._proxy_headers, **options)
-                    if self.proxy
-                    else urllib3.PoolManager(**options)
-                )
-                self._pools[cert] = pool
-            return pool
+        options = dict(cert_reqs="CERT_REQUIRED", maxsize=connections)
+        options.update({"ca_cert_dir": bundle} if os.path.isdir(bundle) else {"ca_certs": bundle})
+        self._cert = tuple(cert) if cert else None
+        if self._cert:
+            options.update(cert_file=self._cert[0], key_file=self._cert[1])
+        if self.proxy:
+            # A proxy's credentials in its URL, sent as requests sends them (urllib3 leaves them out).
+            username, password = requests.utils.get_auth_from_url(self.proxy)
+            auth = urllib3.make_headers(proxy_basic_auth=f"{username}:{password}") if username else None
+            self._pool = urllib3.ProxyManager(self.proxy, proxy_headers=auth, **options)
+        else:
+            self._pool = urllib3.PoolManager(**options)
 
     def request(
         self, method: str, url: str, data=None, headers=None, timeout=None, cert=None
@@ -151,8 +141,10 @@ class GatewaySession:
             data = data.encode("utf-8")
         elif data is not None and not isinstance(data, bytes):
             raise TypeError("a gateway call sends a text or bytes body")
+        if cert and tuple(cert) != self._cert:
+            raise ValueError("this session presents the client certificate it was made with, or none")
         try:
-            answer = self._pool(tuple(cert) if cert else None).request(
+            answer = self._pool.request(
                 method.upper(),
                 url,
                 body=data,

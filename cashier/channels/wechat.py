@@ -223,7 +223,7 @@ class WeChatChannel(Channel):
                     sign_type=self.sign_type,
                 )
                 client.API_BASE_URL = self.gateway
-                client._http = GatewaySession(self.gateway)
+                client._http = GatewaySession(self.gateway, cert=(cert, key) if cert else None)
                 self._clients[(app_id, with_certificate)] = client
             return client
 
