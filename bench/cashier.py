@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import secrets
@@ -41,7 +42,6 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -76,7 +76,7 @@ MAX_CREATE_RPS = 5000
 ORDER_PATH = "/cashier/v1/orders"
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Sizes:
     orders: int  # end-to-end orders
     flows: int  # orders in flight at once
@@ -284,10 +284,13 @@ def run(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, machine
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Unified cashier end-to-end benchmark (prints JSON).")
     parser.add_argument("--quick", action="store_true", help="small sizes: proves the benchmark works")
+    parser.add_argument("--orders", type=int, help=f"end-to-end orders (default {FULL.orders}; {QUICK.orders} with --quick)")
+    parser.add_argument("--flows", type=int, help=f"orders in flight at once (default {FULL.flows}; {QUICK.flows} with --quick)")
     parser.add_argument("--database-url", default=os.environ.get("EHC_BENCH_CASHIER_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/ehc_bench_cashier"))
     parser.add_argument("--redis-url", default=os.environ.get("EHC_BENCH_CASHIER_REDIS_URL", "redis://127.0.0.1:6379/14"))
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
+    sizes = dataclasses.replace(sizes, orders=args.orders or sizes.orders, flows=args.flows or sizes.flows)
     if shutil.which("wrk") is None:
         print("bench/cashier.py: wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
         return 2

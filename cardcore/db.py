@@ -13,9 +13,16 @@ from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.exceptions import ValidationError
 from tortoise.migrations.api import migrate as run_migrations
 from tortoise.models import Model
+from tortoise.transactions import in_transaction
 
 # Model apps in dependency order; layers above cardcore add theirs (label -> package).
 CORE_APPS = {"cardcore": "cardcore"}
+# PostgreSQL connections each process keeps for its background work, besides the pool that
+# serves requests: the delivery loop claims while at most one write of attempts is under way.
+BACKGROUND_CONNECTIONS = 2
+
+# This process's client for background work (None on SQLite, whose one connection serves all).
+_background: BaseDBAsyncClient | None = None
 
 
 def tortoise_config(database_url: str, apps: dict[str, str] | None = None) -> dict:
@@ -63,11 +70,38 @@ def _normalise_url(url: str) -> str:
 
 
 async def init_db(database_url: str, apps: dict[str, str] | None = None) -> None:
+    global _background
     # One process-wide context: request tasks are not children of the start-up task.
     await Tortoise.init(config=tortoise_config(database_url, apps), _enable_global_fallback=True)
+    _background = _background_client(database_url)
+
+
+def _background_client(url: str) -> BaseDBAsyncClient | None:
+    connection = _connection(url)
+    if connection["engine"] != "tortoise.backends.asyncpg":
+        return None
+    from tortoise.backends.asyncpg import AsyncpgDBClient
+
+    credentials = {**connection["credentials"], "minsize": 1, "maxsize": BACKGROUND_CONNECTIONS}
+    return AsyncpgDBClient(connection_name="background", **credentials)  # its pool opens on first use
+
+
+def background_transaction():
+    """A transaction for a process's background work (claiming hospital notifications,
+    recording their delivery), on connections that requests do not use.
+
+    Under load, requests keep every connection of the main pool busy and a queue waits for
+    them; background statements in that queue made each delivery hold its slot for hundreds
+    of milliseconds, and notifications fell seconds behind payments (BENCHMARKS.md).
+    """
+    return _background._in_transaction() if _background is not None else in_transaction()
 
 
 async def close_db() -> None:
+    global _background
+    if _background is not None:
+        client, _background = _background, None
+        await client.close()
     await Tortoise.close_connections()
 
 

@@ -27,9 +27,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from tortoise.expressions import Q
-from tortoise.transactions import in_transaction
 
-from cardcore import access, outbound, signing
+from cardcore import access, db, outbound, signing
 from cardcore.clock import iso, utcnow
 from cardcore.runtime import Runtime
 from cardcore.paging import newest_first
@@ -133,7 +132,7 @@ async def _claim(owner: str, lease_s: int, limit: int, slots: int, busy: dict[st
     # left out of the candidates, so that their backlog cannot fill the window of due rows.
     widest = _share(slots, len(in_flight) + 1)
     full = [institution_id for institution_id, count in in_flight.items() if count >= widest]
-    async with in_transaction() as conn:
+    async with db.background_transaction() as conn:
         due = Notification.filter(status=NotificationStatus.pending, next_attempt_at__lte=moment).filter(
             Q(lease_until__isnull=True) | Q(lease_until__lt=moment)
         )
@@ -246,7 +245,7 @@ async def _write_attempts(owner: str, attempts: list[Attempt]) -> None:
     results: dict[tuple, list[int]] = {}
     for attempt in attempts:
         results.setdefault(tuple(attempt.changes(moment).items()), []).append(attempt.notification_id)
-    async with in_transaction() as conn:
+    async with db.background_transaction() as conn:
         await NotificationAttempt.bulk_create(
             [
                 NotificationAttempt(

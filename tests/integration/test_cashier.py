@@ -20,13 +20,14 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from tortoise import connections
 
 from cardcore.clock import utcnow
 from cashier import accounts, notifier, orders, sweeper
 from cashier.channels.dev import mock_merchant_configs
 from cashier.models import ChannelAccount, Notification, NotificationAttempt, NotificationStatus, Order, Refund
 from openplatform.sdk import read_notification
-from tests.conftest import register_institution
+from tests.conftest import TEST_DATABASE_URL, register_institution
 from tests.flows import (
     assert_refused, confirm, eventually, new_order, open_pay_page, order_body, pay_through, received, strong_account,
 )
@@ -536,6 +537,25 @@ async def test_a_worker_delivers_notifications_that_come_due_while_a_hospital_ke
         with contextlib.suppress(asyncio.CancelledError):
             await worker
         await session.close()
+
+
+@pytest.mark.skipif(not TEST_DATABASE_URL, reason="PostgreSQL: on SQLite one connection serves everything")
+@pytest.mark.usefixtures("quiet_outbox")
+async def test_notifications_are_claimed_and_recorded_while_requests_hold_every_pooled_connection(
+    rt, hospital, settings, delivery
+):
+    rows = await answered_rows(hospital, settings, 3)
+    await notifier._secret_of(rt, hospital.client_id)  # the institution's secret is in the cache, as under load
+    requests_pool = connections.get("default")
+    async with contextlib.AsyncExitStack() as held:
+        await held.enter_async_context(requests_pool.acquire_connection())  # the pool exists from here
+        for _ in range(requests_pool._pool.get_max_size() - 1):
+            await held.enter_async_context(requests_pool.acquire_connection())
+        # Every connection of the requests' pool is taken: its queue would never move.
+        assert await asyncio.wait_for(notifier.deliver_due(rt, delivery), 10) == 3
+    assert await all_delivered(rows)
+    for row in rows:
+        assert [(a.number, a.outcome) for a in await notifier.attempts_of(row.id)] == [(1, "delivered")]
 
 
 @pytest.mark.usefixtures("quiet_outbox")

@@ -52,3 +52,19 @@ async def test_the_pool_size_comes_from_the_database_url():
             assert client._pool.get_max_size() == size
         finally:
             await client.close()
+
+
+async def test_background_work_keeps_its_own_connections_whatever_the_pool_size():
+    """cardcore.db.background_transaction: two connections apart from the requests' pool."""
+    from cardcore import db
+
+    reset = tortoise_config(TEST_DATABASE_URL)["connections"]["default"]["credentials"]["reset"]
+    for url in (TEST_DATABASE_URL, f"{TEST_DATABASE_URL}?minsize=3&maxsize=8"):
+        client = db._background_client(url)
+        await client.create_connection(with_db=True)
+        try:
+            assert client._pool.get_max_size() == db.BACKGROUND_CONNECTIONS == 2
+            assert client._pool._reset is reset
+        finally:
+            await client.close()
+    assert db._background_client("sqlite://:memory:") is None
