@@ -43,9 +43,13 @@ CONCURRENT_DELIVERIES = 48
 # Slots no single institution may take, kept for the others' notifications that come due.
 RESERVED_FOR_OTHERS = CONCURRENT_DELIVERIES // 3
 # A worker with every slot busy claims again once this many are free (or a poll has passed),
-# and claims at most this often: under load one claim takes several deliveries' rows.
+# and claims at most this often: under load one claim takes several deliveries' rows (a
+# claim is five statements, so a notification's share of them falls as claims grow).
 REFILL_AT = CONCURRENT_DELIVERIES // 4
-CLAIM_INTERVAL_S = 0.05
+CLAIM_INTERVAL_S = 0.15
+# How long the first attempt to finish waits for others before the attempts are written:
+# the deliveries of one claim finish within a few milliseconds of each other.
+WRITE_GATHER_S = 0.02
 # Due rows looked at per row claimed, so that rows of several institutions can share a claim.
 CANDIDATES_PER_ROW = 4
 ACCEPTED_ANSWER = "SUCCESS"
@@ -265,9 +269,10 @@ class AttemptLog:
     """Writes a worker's delivery attempts, those that finish together in one transaction.
 
     A delivery waits until its attempt is written, so its slot stays taken until then and
-    ``Deliveries.drain`` still means "recorded". The first attempt to finish is written at
-    once; those that finish while a write is under way go together in the next one. Under
-    load that is a few statements for several deliveries instead of four for each.
+    ``Deliveries.drain`` still means "recorded". The first attempt to finish waits
+    ``WRITE_GATHER_S`` for the others finishing with it; those that finish while a write is
+    under way go together in the next one. Under load that is four statements for a claim's
+    deliveries instead of four for each.
     """
 
     def __init__(self, owner: str) -> None:
@@ -284,6 +289,7 @@ class AttemptLog:
         await written
 
     async def _write_while_waiting(self) -> None:
+        await asyncio.sleep(WRITE_GATHER_S)
         while self._waiting:
             batch, self._waiting = self._waiting, []
             try:

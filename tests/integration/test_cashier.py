@@ -539,6 +539,24 @@ async def test_a_worker_delivers_notifications_that_come_due_while_a_hospital_ke
         await session.close()
 
 
+@pytest.mark.usefixtures("quiet_outbox")
+async def test_the_attempts_of_one_claim_are_gathered_into_one_write(rt, hospital, settings, delivery, monkeypatch):
+    rows = await answered_rows(hospital, settings, 6)
+    writes: list[int] = []
+    write = notifier._write_attempts
+
+    async def counted(owner, attempts):
+        writes.append(len(attempts))
+        await write(owner, attempts)
+
+    monkeypatch.setattr(notifier, "_write_attempts", counted)
+    # Long enough for every POST of the claim to the in-process mock hospital to finish.
+    monkeypatch.setattr(notifier, "WRITE_GATHER_S", 1.0)
+    assert await notifier.deliver_due(rt, delivery) == 6
+    assert writes == [6]
+    assert await all_delivered(rows)
+
+
 @pytest.mark.skipif(not TEST_DATABASE_URL, reason="PostgreSQL: on SQLite one connection serves everything")
 @pytest.mark.usefixtures("quiet_outbox")
 async def test_notifications_are_claimed_and_recorded_while_requests_hold_every_pooled_connection(
