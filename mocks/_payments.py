@@ -59,11 +59,22 @@ _LOCK_AND_READ = LuaScript(
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1, redis.call('GET', KEYS[2]) or ''} end"
     " return {0, ''}"
 )
-# Writes the order if it changed (ARGV[2] not empty; ARGV[3]: ttl), then releases the lock only
-# while it is still the caller's (it may have expired and been taken).
+# Writes the order if it changed (ARGV[2] not empty; ARGV[3]: ttl) and the writes made while
+# the lock was held (KEYS[3..], each with its command and value in ARGV[4..]: SET, or RPUSH
+# to a list), all for ttl, then releases the lock only while it is still the caller's (it
+# may have expired and been taken).
 _SAVE_AND_UNLOCK = LuaScript(
     """
     if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3]) end
+    for i = 3, #KEYS do
+      local command, value = ARGV[2 * i - 2], ARGV[2 * i - 1]
+      if command == 'SET' then
+        redis.call('SET', KEYS[i], value, 'EX', ARGV[3])
+      else
+        redis.call('RPUSH', KEYS[i], value)
+        redis.call('EXPIRE', KEYS[i], ARGV[3])
+      end
+    end
     if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
     return 0
     """
@@ -116,10 +127,12 @@ Acknowledged = Callable[[outbound.Reply], bool]
 
 @dataclass
 class _HeldOrder:
-    """An order read with its lock; written back when the lock is released if it changed."""
+    """An order read with its lock; written back when the lock is released if it changed,
+    with the other writes made meanwhile (``ChannelMock.write``)."""
 
     stored: bytes | str | None
     changed: bool = False
+    writes: list[tuple[str, str, str]] = field(default_factory=list)  # (command, key, value)
 
 
 @dataclass(frozen=True)
@@ -234,7 +247,24 @@ class ChannelMock:
         finally:
             order = held.pop((self.name, name), None)
             changed = order.stored if order is not None and order.changed else ""
-            await _SAVE_AND_UNLOCK(redis, [lock_key, order_key], [holder, changed, ORDER_TTL_S])
+            writes = order.writes if order is not None else []
+            await _SAVE_AND_UNLOCK(
+                redis,
+                [lock_key, order_key, *(key for _, key, _ in writes)],
+                [holder, changed, ORDER_TTL_S, *(part for command, _, value in writes for part in (command, value))],
+            )
+
+    async def write(self, request: Request, command: str, key: str, value: str) -> None:
+        """``SET`` ``key`` to ``value``, or ``RPUSH`` ``value`` to the list ``key``, kept for the
+        orders' lifetime. Made while this request holds one of this mock's locks, the write
+        goes out with the lock's release, in the same round trip."""
+        holding = [order for (mock, _), order in self._held(request).items() if mock == self.name]
+        if holding:
+            holding[-1].writes.append((command, key, value))
+        elif command == "SET":
+            await keyed_command(cache(request), "SET", key, value, "EX", ORDER_TTL_S)
+        else:
+            await append_expiring(request, key, value, ORDER_TTL_S)
 
     def complete_later(self, request: Request, out_trade_no: str, complete, after_ms: int) -> None:
         """After ``after_ms``, ``await complete(request, order)`` if the order is still being paid
@@ -479,7 +509,7 @@ class ChannelMock:
     async def add_bill_line(self, request: Request, merchant: str, line: dict) -> None:
         day = beijing_now().strftime("%Y-%m-%d")
         line = {**line, "at": beijing_now().strftime("%Y-%m-%d %H:%M:%S")}
-        await append_expiring(request, self.key("bill", merchant, day), dumps(line), ORDER_TTL_S)
+        await self.write(request, "RPUSH", self.key("bill", merchant, day), dumps(line))
 
     async def bill_lines(self, request: Request, merchant: str, day: str) -> list[dict]:
         return [loads(raw) for raw in await cache(request).lrange(self.key("bill", merchant, day), 0, -1)]

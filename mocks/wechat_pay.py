@@ -32,7 +32,6 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 from wechatpy.pay.utils import dict_to_xml
 
-from cardcore.cache import keyed_command
 from mocks._common import HEX, URLSAFE, cache, settings_of, token
 from mocks._payments import BEIJING, ChannelMock, Notification, beijing_now, digits, fee_of, yuan
 
@@ -228,7 +227,7 @@ async def unifiedorder(request: Request, params: dict, account) -> dict:
 
 
 async def _index(request: Request, kind: str, value: str, out_trade_no: str) -> None:
-    await keyed_command(cache(request), "SET", mock.key(kind, value), out_trade_no, "EX", 7 * 86400)
+    await mock.write(request, "SET", mock.key(kind, value), out_trade_no)
 
 
 @bp.get("/pay/checkmweb")
