@@ -199,9 +199,9 @@ def _path_with_query(url: str) -> str:
     return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
-async def _post(rt: Runtime, http: aiohttp.ClientSession, notification: Notification) -> tuple[int | None, str, str]:
-    """(HTTP status, outcome, detail) of one delivery attempt."""
-    secret = await _secret_of(rt, notification.institution_id)
+async def _post(http: aiohttp.ClientSession, notification: Notification, secret: str | None) -> tuple[int | None, str, str]:
+    """(HTTP status, outcome, detail) of one delivery attempt, signed with the receiving
+    institution's ``secret`` (None: the institution is unknown)."""
     if secret is None:
         return None, "error", "institution unknown"
     body = sent_body(notification).encode()
@@ -308,10 +308,12 @@ class AttemptLog:
             self._writer.cancel()
 
 
-async def _deliver_one(rt: Runtime, http: aiohttp.ClientSession, notification: Notification, attempts: AttemptLog) -> bool:
+async def _deliver_one(
+    http: aiohttp.ClientSession, notification: Notification, secret: str | None, attempts: AttemptLog
+) -> bool:
     started = time.monotonic()
     number = notification.attempts + 1
-    status, outcome, detail = await _post(rt, http, notification)
+    status, outcome, detail = await _post(http, notification, secret)
     duration_ms = int((time.monotonic() - started) * 1000)
     await attempts.record(Attempt(notification.id, number, status, outcome, detail, duration_ms))
     if outcome != "delivered":
@@ -353,16 +355,24 @@ class Deliveries:
         by_order: dict[str, list[Notification]] = {}
         for row in rows:
             by_order.setdefault(row.order_no, []).append(row)
+        # A claim's rows are mostly one institution's: its secret is read once for them all.
+        loop = asyncio.get_running_loop()
+        secret_reads: dict[str, asyncio.Task] = {}
         for order_no, batch in by_order.items():
-            task = asyncio.get_running_loop().create_task(self._in_sequence(batch))
-            self._running[task] = (order_no, batch[0].institution_id)
+            institution_id = batch[0].institution_id
+            if institution_id not in secret_reads:
+                secret_reads[institution_id] = loop.create_task(_secret_of(self._rt, institution_id))
+            task = loop.create_task(self._in_sequence(batch, secret_reads[institution_id]))
+            self._running[task] = (order_no, institution_id)
             task.add_done_callback(self._running.pop)
         return len(rows)
 
-    async def _in_sequence(self, batch: list[Notification]) -> None:
+    async def _in_sequence(self, batch: list[Notification], secret_read: asyncio.Task) -> None:
         for row in sorted(batch, key=lambda r: r.id):
             try:
-                await _deliver_one(self._rt, self._http, row, self._attempts)
+                # Shielded: the read is shared, and one delivery cancelled must not cancel it for the others.
+                secret = await asyncio.shield(secret_read)
+                await _deliver_one(self._http, row, secret, self._attempts)
             except Exception:  # one bad row must not stop the others; its lease brings it back
                 log.exception("notification delivery failed", extra={"notification_id": row.id})
 

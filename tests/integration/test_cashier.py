@@ -557,6 +557,35 @@ async def test_the_attempts_of_one_claim_are_gathered_into_one_write(rt, hospita
     assert await all_delivered(rows)
 
 
+@pytest.mark.usefixtures("quiet_outbox")
+async def test_a_claims_notifications_read_their_institutions_secret_once(
+    rt, http, admin, hospital, settings, delivery, monkeypatch
+):
+    other = await register_institution(http, admin)
+    url = f"{settings.base_url}/_mock/institution/notify"
+    rows = await answered_rows(hospital, settings, 4)
+    rows += [await outbox_row(other.client_id, url, f"HIS{secrets.token_hex(6)}", utcnow()) for _ in range(2)]
+    reads: list[str] = []
+    read = notifier._secret_of
+
+    async def counted(rt, institution_id):
+        reads.append(institution_id)
+        return await read(rt, institution_id)
+
+    monkeypatch.setattr(notifier, "_secret_of", counted)
+    assert await notifier.deliver_due(rt, delivery) == 6
+    assert sorted(reads) == sorted([hospital.client_id, other.client_id])
+    assert await all_delivered(rows)
+    # Each delivery was signed with its own institution's secret.
+    for row, signer in ((rows[0], hospital), (rows[-1], other)):
+        [received_by_hospital] = await received(http, row.out_trade_no)
+        event = read_notification(
+            signer.secret, "/_mock/institution/notify", received_by_hospital["headers"],
+            received_by_hospital["raw_body"].encode(),
+        )  # fmt: skip
+        assert event["notification_id"] == str(row.id)
+
+
 @pytest.mark.skipif(not TEST_DATABASE_URL, reason="PostgreSQL: on SQLite one connection serves everything")
 @pytest.mark.usefixtures("quiet_outbox")
 async def test_notifications_are_claimed_and_recorded_while_requests_hold_every_pooled_connection(
