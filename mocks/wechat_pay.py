@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import secrets
 from datetime import datetime
+from xml.etree import ElementTree
 
 import xmltodict
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -38,10 +39,23 @@ from mocks._payments import BEIJING, ChannelMock, Notification, beijing_now, dig
 bp = Blueprint("mock_wechat_pay", url_prefix="/_mock/wechat")
 
 
+def read_fields(body: bytes) -> dict[str, str | None]:
+    """The fields of a v2 message (``<xml><name>value</name>…</xml>``, flat, CDATA or not);
+    an empty element reads as None. Raises ValueError for anything else. ElementTree, not
+    xmltodict: a quarter of the CPU, for the two messages the mock reads per payment."""
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError as exc:
+        raise ValueError(f"not XML: {exc}") from None
+    if root.tag != "xml" or len(root) == 0 or any(len(field) for field in root):
+        raise ValueError("not a flat <xml> message")
+    return {field.tag: field.text for field in root}
+
+
 def acknowledged(reply) -> bool:
     try:
-        return reply.status_code == 200 and xmltodict.parse(reply.text)["xml"]["return_code"] == "SUCCESS"
-    except Exception:  # noqa: BLE001
+        return reply.status_code == 200 and read_fields(reply.content).get("return_code") == "SUCCESS"
+    except ValueError:
         return False
 
 
@@ -97,10 +111,8 @@ def api(path: str):
 
 async def _serve(request: Request, handler) -> HTTPResponse:
     try:
-        params = xmltodict.parse(request.body.decode("utf-8"))["xml"]
-        if not isinstance(params, dict):
-            raise ValueError
-    except Exception:  # noqa: BLE001
+        params = read_fields(request.body)
+    except ValueError:
         return _return_fail("XML格式错误")
     account = await mock.merchant(request)
     app_ids = {account.app_id, account.secrets.get("mini_app_id")} - {None, ""}

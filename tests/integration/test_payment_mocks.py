@@ -4,10 +4,13 @@ plain HTTP (UnionPay, insurance) calling the mock gateways of the app under test
 from __future__ import annotations
 
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 
+from cardcore import outbound
 from cashier.channels.base import ChannelUnreachable
 from cashier.channels.dev import mock_merchant_configs
 from cashier.channels.insurance import InsuranceChannel
+from mocks.wechat_pay import acknowledged, read_fields
 from tests.e2e.payments import new_order_no, payment_request
 
 
@@ -84,3 +87,33 @@ async def test_an_http_channel_calls_its_gateway_and_a_dropped_answer_is_unreach
     assert (await channel.query_refund(request.order_no, request.order_no + "R1")).status == "succeeded"
     state = await channel.query(request.order_no)
     assert (state.status, state.insurance_fen, state.self_pay_fen) == ("paid", 900, 600)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not xml",
+        b"<xml></xml>",
+        b"<order><appid>wx</appid></order>",
+        b"<xml><appid><inner>wx</inner></appid></xml>",
+        b"<xml><appid>wx</appid>",
+    ],
+)
+async def test_the_wechat_pay_gateway_refuses_what_is_not_a_flat_v2_message(http, body):
+    reply = await http.post("/_mock/wechat/pay/unifiedorder", content=body, headers={"Content-Type": "text/xml"})
+    assert reply.status_code == 200
+    assert read_fields(reply.content) == {"return_code": "FAIL", "return_msg": "XML格式错误"}
+
+
+def test_the_wechat_pay_mock_reads_the_platforms_callback_replies():
+    def reply(status: int, body: str):
+        return outbound.Reply(status, CIMultiDictProxy(CIMultiDict()), body.encode())
+
+    success = "<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>"
+    assert acknowledged(reply(200, success))
+    assert acknowledged(reply(200, '<?xml version="1.0" encoding="UTF-8"?>' + success))
+    assert not acknowledged(reply(500, success))
+    assert not acknowledged(reply(200, "<xml><return_code>FAIL</return_code><return_msg>签名错误</return_msg></xml>"))
+    assert not acknowledged(reply(200, "SUCCESS"))
+    assert not acknowledged(reply(200, "<xml><return_msg>OK</return_msg></xml>"))
+    assert read_fields(b"<xml><a><![CDATA[x&y]]></a><b></b><c>1</c></xml>") == {"a": "x&y", "b": None, "c": "1"}
