@@ -46,7 +46,7 @@ RESERVED_FOR_OTHERS = CONCURRENT_DELIVERIES // 3
 # and claims at most this often: under load one claim takes several deliveries' rows (a
 # claim is five statements, so a notification's share of them falls as claims grow).
 REFILL_AT = CONCURRENT_DELIVERIES // 4
-CLAIM_INTERVAL_S = 0.15
+CLAIM_INTERVAL_S = 0.1
 # How long the first attempt to finish waits for others before the attempts are written:
 # the deliveries of one claim finish within a few milliseconds of each other.
 WRITE_GATHER_S = 0.02
