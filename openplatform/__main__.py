@@ -43,6 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     if args.migrate:
         asyncio.run(_migrate(settings))
+    _end_the_startup_wait_on_shutdown()
     loader = AppLoader(factory=partial(create_app, settings))
     app = loader.load()
     app.prepare(host=settings.host, port=settings.port, workers=workers, single_process=workers == 1, motd=False)
@@ -52,6 +53,27 @@ def cmd_serve(args: argparse.Namespace) -> None:
         flush=True,
     )
     Sanic.serve(primary=app, app_loader=loader)
+
+
+def _end_the_startup_wait_on_shutdown() -> None:
+    """A SIGTERM or SIGINT while a worker is starting must still stop the server.
+
+    Sanic's manager waits for every worker to report that it started before it acts on
+    anything else. A signal in that wait terminates the workers, which then never report,
+    and the manager waited for them forever (sanic-org/sanic#2997). The wait now ends once
+    a shutdown has begun, and the manager goes on to stop as it does after start-up.
+    """
+    from sanic.worker.manager import WorkerManager
+
+    all_started = WorkerManager._all_workers_ack
+    if getattr(all_started, "ends_on_shutdown", False):
+        return
+
+    def all_started_or_shutting_down(manager: WorkerManager) -> bool:
+        return manager._shutting_down or all_started(manager)
+
+    all_started_or_shutting_down.ends_on_shutdown = True  # type: ignore[attr-defined]
+    WorkerManager._all_workers_ack = all_started_or_shutting_down
 
 
 async def _migrate(settings: Settings) -> None:

@@ -1,13 +1,17 @@
 """The platform as an operator starts it: ``serve``, ``seed-demo --json``, signed calls over TCP."""
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import httpx
 import pytest
 
 from cardcore import signing
 from openplatform.sdk import PlatformClient, build_request
-from tests.servers import running_server
+from tests.servers import free_port, process_env, running_server, stop_process_group
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +59,33 @@ def test_replayed_retimed_and_altered_requests_are_refused(server):
     altered = body[:-2] + bytes([body[-2] ^ 0x01]) + body[-1:]
     refused = httpx.post(f"{base_url}/inst/v1/terminals", content=altered, headers=headers)
     assert (refused.status_code, refused.json()["code"]) == (401, "BAD_SIGNATURE")
+
+
+@pytest.fixture(scope="module")
+def migrated_env(tmp_path_factory):
+    var_dir = tmp_path_factory.mktemp("stop-at-start")
+    env = {"EHC_ENV": "test", "EHC_VAR_DIR": str(var_dir), "EHC_LOG_LEVEL": "WARNING"}
+    done = subprocess.run([sys.executable, "-m", "openplatform", "migrate"], env=process_env(env), capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return env
+
+
+# Moments after the start when the worker is still starting on this kind of machine (it
+# answers after 2–3 s): the manager is waiting for it to report, and a signal came first.
+@pytest.mark.parametrize("after_s", [1.2, 1.6, 2.0])
+def test_a_server_told_to_stop_while_its_worker_starts_stops(migrated_env, tmp_path, after_s):
+    env = {**migrated_env, "EHC_PORT": str(free_port())}
+    with open(tmp_path / "server.stderr", "wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "openplatform", "serve"], env=process_env(env),
+            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+        )  # fmt: skip
+    try:
+        time.sleep(after_s)
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the server did not stop in 30 s; its log ends:\n" + (tmp_path / "server.stderr").read_text()[-3000:])
+    finally:
+        stop_process_group(process)
