@@ -65,14 +65,11 @@ def _end_the_startup_wait_on_shutdown() -> None:
     """
     from sanic.worker.manager import WorkerManager
 
-    all_started = WorkerManager._all_workers_ack
-    if getattr(all_started, "ends_on_shutdown", False):
-        return
+    all_started = WorkerManager._all_workers_ack  # serve runs once per process: wrapped once
 
     def all_started_or_shutting_down(manager: WorkerManager) -> bool:
         return manager._shutting_down or all_started(manager)
 
-    all_started_or_shutting_down.ends_on_shutdown = True  # type: ignore[attr-defined]
     WorkerManager._all_workers_ack = all_started_or_shutting_down
 
 

@@ -181,6 +181,15 @@ def stop_process_group(process: subprocess.Popen, grace_s: float = 30) -> None:
         pass
 
 
+def signal_and_wait(process: subprocess.Popen, log_path: Path, timeout_s: float = 30) -> None:
+    """SIGTERM ``process`` and wait for it to stop; the test fails with the end of its log if it does not."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the server did not stop in {timeout_s:.0f} s; its log ends:\n" + log_path.read_text()[-4000:])
+
+
 def _wait_until_up(base_url: str, process: subprocess.Popen, stderr_path: Path) -> None:
     if not wait_until_healthy(f"{base_url}/healthz", process):
         raise RuntimeError(f"server did not start: {stderr_path.read_text()[-2000:]}")

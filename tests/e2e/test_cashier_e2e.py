@@ -20,7 +20,7 @@ import pytest
 
 from openplatform.sdk import PlatformClient
 from tests.flows import order_body
-from tests.servers import free_port, process_env, running_server, shot, stop_process_group, wait_until_healthy
+from tests.servers import free_port, process_env, running_server, shot, signal_and_wait, stop_process_group, wait_until_healthy
 
 PLAIN_MOBILE_UA = (
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36"
@@ -165,11 +165,7 @@ def test_a_stopping_server_lets_its_worker_finish_the_delivery_under_way(server_
         assert wait_until_healthy(f"http://127.0.0.1:{port}/healthz", delivering), stderr_path.read_text()[-2000:]
         notice = lambda: admin.get(f"/admin/v1/notifications?order_no={order['order_no']}").json()["items"][0]  # noqa: E731
         wait_for(lambda: notice()["in_delivery_until"], timeout_s=30)
-        delivering.send_signal(signal.SIGTERM)
-        try:
-            delivering.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pytest.fail("the server did not stop in 30 s; its log ends:\n" + stderr_path.read_text()[-4000:])
+        signal_and_wait(delivering, stderr_path)
     finally:
         stop_process_group(delivering)
         httpx.delete(f"{base}/_mock/institution/behaviour")

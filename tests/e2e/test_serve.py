@@ -1,7 +1,6 @@
 """The platform as an operator starts it: ``serve``, ``seed-demo --json``, signed calls over TCP."""
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ import pytest
 
 from cardcore import signing
 from openplatform.sdk import PlatformClient, build_request
-from tests.servers import free_port, process_env, running_server, stop_process_group
+from tests.servers import free_port, process_env, running_server, signal_and_wait, stop_process_group
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +81,6 @@ def test_a_server_told_to_stop_while_its_worker_starts_stops(migrated_env, tmp_p
         )  # fmt: skip
     try:
         time.sleep(after_s)
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pytest.fail("the server did not stop in 30 s; its log ends:\n" + (tmp_path / "server.stderr").read_text()[-3000:])
+        signal_and_wait(process, tmp_path / "server.stderr")
     finally:
         stop_process_group(process)
