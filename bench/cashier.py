@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/cashier.py            # full run, the figures of BENCHMARKS.md
     .venv/bin/python bench/cashier.py --quick    # CI: proves the benchmark still works
+    .venv/bin/python bench/cashier.py --end-to-end-only --orders 2500   # quick rounds for an A/B
 
 Prints one JSON object on stdout; progress goes to stderr.
 
@@ -232,14 +233,16 @@ class CreatePool:
                 out.write(raw)
 
 
-def run(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, machine: dict) -> dict:
+def run(
+    sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, machine: dict, compare_create: bool = True
+) -> dict:
     platform = prepare_platform(work_dir, database_url, redis_url, machine, EHC_WORKER_POLL_MS="200")
     hospital = platform.demo["institution"]
 
     processes = Processes(work_dir)
     try:
         server = platform.serve(processes, WORKERS)
-        plain_url, plain = platform.serve_plain(processes, WORKERS)
+        plain_url, plain = platform.serve_plain(processes, WORKERS) if compare_create else (None, None)
         base_url = platform.base_url
 
         warm = WARMUP_ORDERS
@@ -257,6 +260,8 @@ def run(sizes: Sizes, work_dir: Path, database_url: str, redis_url: str, machine
             driver_s=round(driven_s, 2), flows=sizes.flows, cpu_ms_per_order=cpu.per_unit_ms(sizes.orders)
         )
 
+        if not compare_create:
+            return {"end_to_end": end_to_end, "workers": WORKERS}
         pool_path = work_dir / "create.bin"
         count = MAX_CREATE_RPS * sizes.duration_s
         note(f"create order vs plain endpoint: wrk {sizes.duration_s} s each, pool of {count}")
@@ -288,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flows", type=int, help=f"orders in flight at once (default {FULL.flows}; {QUICK.flows} with --quick)")
     parser.add_argument("--database-url", default=os.environ.get("EHC_BENCH_CASHIER_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/ehc_bench_cashier"))
     parser.add_argument("--redis-url", default=os.environ.get("EHC_BENCH_CASHIER_REDIS_URL", "redis://127.0.0.1:6379/14"))
+    parser.add_argument(
+        "--end-to-end-only", action="store_true",
+        help="skip the create-order comparison (quicker rounds when comparing two versions end to end)",
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     sizes = dataclasses.replace(sizes, orders=args.orders or sizes.orders, flows=args.flows or sizes.flows)
@@ -298,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     report["machine"]["wrk"] = wrk_version()
     work_dir = Path(tempfile.mkdtemp(prefix="ehc-bench-cashier-"))
     try:
-        report.update(run(sizes, work_dir, args.database_url, args.redis_url, report["machine"]))
+        report.update(run(sizes, work_dir, args.database_url, args.redis_url, report["machine"], not args.end_to_end_only))
     except BenchFailure as exc:
         return report_failure(exc)
     finally:
