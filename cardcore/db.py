@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -147,11 +148,27 @@ class PreparedQuery:
     text, whole numbers or aware datetimes, which the ORM sends as they are, so each stand-in
     is found among the built parameters; each call passes the kinds the first one did. The
     ORM's field checks do not see a call's arguments: pass values the platform made or checked.
+    Arguments may be named as ``build`` names its parameters, so that a call with many of them
+    cannot mix up their order.
     """
 
     def __init__(self, model: type[Model], build: Callable[..., Any]) -> None:
         self._model, self._build = model, build
+        self._parameters = tuple(inspect.signature(build).parameters)
         self._built: dict[str, tuple[str, list, list[int], tuple[str, ...]]] = {}
+
+    def _arguments(self, args: tuple, named: dict[str, Any]) -> tuple:
+        """The arguments in ``build``'s order, those given by name included."""
+        if not named:
+            return args
+        rest = self._parameters[len(args) :]
+        unknown = sorted(set(named) - set(rest))
+        missing = [name for name in rest if name not in named]
+        if unknown or missing:
+            raise TypeError(
+                f"this prepared query takes {', '.join(self._parameters)}: unknown {unknown}, missing {missing}"
+            )
+        return (*args, *(named[name] for name in rest))
 
     def _sql(self, db: BaseDBAsyncClient, args: tuple) -> tuple[str, list]:
         kinds = tuple(_kind_of(arg) for arg in args)
@@ -177,14 +194,14 @@ class PreparedQuery:
             values[slot] = arg
         return sql, values
 
-    async def fetch(self, *args: Any, using_db: BaseDBAsyncClient | None = None) -> list[Model]:
+    async def fetch(self, *args: Any, using_db: BaseDBAsyncClient | None = None, **named: Any) -> list[Model]:
         """The rows of a QuerySet, as models."""
         db = using_db or self._model._meta.db
-        sql, values = self._sql(db, args)
+        sql, values = self._sql(db, self._arguments(args, named))
         return await db.executor_class(model=self._model, db=db).execute_select(sql, values)
 
-    async def execute(self, *args: Any, using_db: BaseDBAsyncClient | None = None) -> int:
+    async def execute(self, *args: Any, using_db: BaseDBAsyncClient | None = None, **named: Any) -> int:
         """Run an update; how many rows it changed."""
         db = using_db or self._model._meta.db
-        sql, values = self._sql(db, args)
+        sql, values = self._sql(db, self._arguments(args, named))
         return (await db.execute_query(sql, values))[0]

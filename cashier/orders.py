@@ -237,9 +237,9 @@ async def settle_payment(
     }
     async with in_transaction() as conn:
         # Guarded updates: of concurrent duplicates, exactly one finds the order unpaid.
-        changed = await _PAY_UNPAID.execute(order_no, *paid.values(), using_db=conn)
+        changed = await _PAY_UNPAID.execute(order_no=order_no, **paid, using_db=conn)
         if not changed:
-            changed = await _PAY_CLOSED.execute(order_no, *paid.values(), using_db=conn)
+            changed = await _PAY_CLOSED.execute(order_no=order_no, **paid, using_db=conn)
             if changed:
                 # Money moved although the order was closed: the channel is right, the institution refunds.
                 log.warning("payment after close", extra={"order_no": order_no, "source": source})

@@ -89,3 +89,19 @@ async def test_arguments_must_be_of_the_kinds_it_was_built_for_and_reach_the_que
     contains = PreparedQuery(Order, lambda text: Order.filter(subject__icontains=text))
     with pytest.raises(TypeError):
         await contains.fetch("门诊")  # the database would be sent '%门诊%': not the argument
+
+
+async def test_arguments_may_be_named_in_any_order(rt):
+    order, other = await new_order(), await new_order()
+    when = utcnow().replace(microsecond=0) + timedelta(days=2)
+    assert await REPRICE.execute(until=when, order_no=order.order_no, fen=2468) == 1
+    assert await REPRICE.execute(other.order_no, until=when, fen=1357) == 1  # the first by position
+    assert [(o.amount_fen, o.expires_at) for o in await Order.filter(order_no__in=[order.order_no, other.order_no])
+            .order_by("amount_fen")] == [(1357, when), (2468, when)]  # fmt: skip
+    [found] = await BY_NUMBER.fetch(order_no=order.order_no)
+    assert found.order_no == order.order_no
+    with pytest.raises(TypeError, match="unknown"):
+        await REPRICE.execute(order.order_no, fen=1, until=when, amount_fen=1)
+    with pytest.raises(TypeError, match="missing"):
+        await REPRICE.execute(order_no=order.order_no, fen=1)
+    assert (await Order.get(order_no=order.order_no)).amount_fen == 2468
