@@ -23,7 +23,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
 from cardcore.cache import LuaScript
-from mocks._common import append_expiring, body_of, cache, dumps, loads, now_iso
+from mocks._common import body_of, cache, dumps, loads, now_iso
 
 bp = Blueprint("mock_institution", url_prefix="/_mock/institution")
 
@@ -31,13 +31,25 @@ _KEY_ITEMS = "mock:institution:notifications:{}"
 _KEY_BEHAVIOUR = "mock:institution:behaviour"
 _KEY_FAIL_NEXT = "mock:institution:fail_next"
 _TTL_S = 7 * 86400
-# One notification received (KEYS: behaviour, fail_next): the behaviour set, and 1 when this
-# notification is one of the next ones to fail.
+# One notification received and recorded (KEYS: behaviour, fail_next, the out_trade_no's
+# record list; ARGV: the record as JSON without its closing brace, ttl): the answer's status
+# ends the record, which is appended to the list; returns the behaviour set, and 1 when this
+# notification is one of the next ones to fail. The record is closed as text, not re-encoded,
+# so that it keeps what was received exactly (numbers past 14 digits included).
 _RECEIVED = LuaScript(
     """
     local fail = redis.call('DECR', KEYS[2]) >= 0
     if not fail then redis.call('SET', KEYS[2], 0) end
-    return {redis.call('GET', KEYS[1]) or '', fail and 1 or 0}
+    local behaviour = redis.call('GET', KEYS[1]) or ''
+    local status = 200
+    if fail then
+      local ok, settings = pcall(cjson.decode, behaviour)
+      status = (ok and type(settings) == 'table' and tonumber(settings.status)) or 500
+    end
+    local answered = fail and 'false' or 'true'
+    redis.call('RPUSH', KEYS[3], ARGV[1] .. ',"status":' .. string.format('%d', status) .. ',"answered_success":' .. answered .. '}')
+    redis.call('EXPIRE', KEYS[3], ARGV[2])
+    return {behaviour, fail and 1 or 0}
     """
 )
 
@@ -67,23 +79,21 @@ async def notify(request: Request):
         body = jsonlib.loads(text)
     except ValueError:
         body = None
-    raw, fail = await _RECEIVED(cache(request), [_KEY_BEHAVIOUR, _KEY_FAIL_NEXT], [])
-    behaviour = loads(raw) or {}
-    if behaviour.get("delay_ms"):
-        await asyncio.sleep(behaviour["delay_ms"] / 1000)
-    status, answer = (
-        (int(behaviour.get("status", 500)), str(behaviour.get("body", "FAIL"))) if fail else (200, "SUCCESS")
-    )
     record = {
         "headers": {k.lower(): v for k, v in request.headers.items()},
         "body": body,
         "raw_body": text,
         "target": request.raw_url.decode("latin-1"),
         "received_at": now_iso(),
-        "status": status,
-        "answered_success": not fail,
     }
-    await append_expiring(request, _KEY_ITEMS.format(_out_trade_no(request, text, body)), dumps(record), _TTL_S)
+    items_key = _KEY_ITEMS.format(_out_trade_no(request, text, body))
+    raw, fail = await _RECEIVED(cache(request), [_KEY_BEHAVIOUR, _KEY_FAIL_NEXT, items_key], [dumps(record)[:-1], _TTL_S])
+    behaviour = loads(raw) or {}
+    if behaviour.get("delay_ms"):
+        await asyncio.sleep(behaviour["delay_ms"] / 1000)
+    status, answer = (
+        (int(behaviour.get("status", 500)), str(behaviour.get("body", "FAIL"))) if fail else (200, "SUCCESS")
+    )
     headers = {"Location": behaviour["location"]} if fail and behaviour.get("location") else None
     return HTTPResponse(answer.encode(), status=status, headers=headers, content_type="text/plain; charset=utf-8")
 

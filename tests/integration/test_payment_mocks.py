@@ -40,6 +40,7 @@ async def test_the_institution_records_every_attempt_and_can_refuse(http):
     ]
     assert [item["body"]["n"] for item in items] == [0, 1, 2]
     assert [item["answered_success"] for item in items] == [False, False, True]
+    assert [item["status"] for item in items] == [503, 503, 200]
     assert items[0]["raw_body"] == f'{{"out_trade_no":"{order_no}","n":0}}'
     assert items[0]["headers"]["x-ehc-client"] == "platform" and items[0]["received_at"]
 
