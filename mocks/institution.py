@@ -33,9 +33,10 @@ _KEY_FAIL_NEXT = "mock:institution:fail_next"
 _TTL_S = 7 * 86400
 # One notification received and recorded (KEYS: behaviour, fail_next, the out_trade_no's
 # record list; ARGV: the record as JSON without its closing brace, ttl): the answer's status
-# ends the record, which is appended to the list; returns the behaviour set, and 1 when this
-# notification is one of the next ones to fail. The record is closed as text, not re-encoded,
-# so that it keeps what was received exactly (numbers past 14 digits included).
+# ends the record, which is appended to the list; returns the behaviour set, 1 when this
+# notification is one of the next ones to fail, and the status to answer. The record is
+# closed as text, not re-encoded, so that it keeps what was received exactly (numbers past
+# 14 digits included).
 _RECEIVED = LuaScript(
     """
     local fail = redis.call('DECR', KEYS[2]) >= 0
@@ -49,7 +50,7 @@ _RECEIVED = LuaScript(
     local answered = fail and 'false' or 'true'
     redis.call('RPUSH', KEYS[3], ARGV[1] .. ',"status":' .. string.format('%d', status) .. ',"answered_success":' .. answered .. '}')
     redis.call('EXPIRE', KEYS[3], ARGV[2])
-    return {behaviour, fail and 1 or 0}
+    return {behaviour, fail and 1 or 0, status}
     """
 )
 
@@ -87,13 +88,13 @@ async def notify(request: Request):
         "received_at": now_iso(),
     }
     items_key = _KEY_ITEMS.format(_out_trade_no(request, text, body))
-    raw, fail = await _RECEIVED(cache(request), [_KEY_BEHAVIOUR, _KEY_FAIL_NEXT, items_key], [dumps(record)[:-1], _TTL_S])
+    raw, fail, status = await _RECEIVED(
+        cache(request), [_KEY_BEHAVIOUR, _KEY_FAIL_NEXT, items_key], [dumps(record)[:-1], _TTL_S]
+    )
     behaviour = loads(raw) or {}
     if behaviour.get("delay_ms"):
         await asyncio.sleep(behaviour["delay_ms"] / 1000)
-    status, answer = (
-        (int(behaviour.get("status", 500)), str(behaviour.get("body", "FAIL"))) if fail else (200, "SUCCESS")
-    )
+    answer = str(behaviour.get("body", "FAIL")) if fail else "SUCCESS"
     headers = {"Location": behaviour["location"]} if fail and behaviour.get("location") else None
     return HTTPResponse(answer.encode(), status=status, headers=headers, content_type="text/plain; charset=utf-8")
 

@@ -99,13 +99,7 @@ class LiveServer:
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """``python -m openplatform <args>`` against this server's configuration."""
-        return subprocess.run(
-            [sys.executable, "-m", "openplatform", *args],
-            env=process_env(self.env),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        return run_command(self.env, *args, timeout=timeout)
 
     def seed_demo(self) -> dict:
         """``seed-demo --json`` on this server: the demo institution, terminal, partner app and admin."""
@@ -118,6 +112,31 @@ def process_env(ehc_env: dict) -> dict:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("EHC_")}, **ehc_env}
     env.pop("SANIC_WORKER_IDENTIFIER", None)
     return env
+
+
+def run_command(ehc_env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python -m openplatform <args>`` with the configuration ``ehc_env``."""
+    return subprocess.run(
+        [sys.executable, "-m", "openplatform", *args],
+        env=process_env(ehc_env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def start_serve(ehc_env: dict, stderr_path: Path, *args: str) -> subprocess.Popen:
+    """``python -m openplatform serve <args>`` in a process group of its own (the server and its
+    workers, stopped together by ``stop_process_group``), its log in ``stderr_path``."""
+    with open(stderr_path, "wb") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "openplatform", "serve", *args],
+            env=process_env(ehc_env),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+            preexec_fn=_stop_with_parent,
+        )
 
 
 @contextmanager
@@ -139,15 +158,7 @@ def running_server(var_dir: Path, env_name: str = "test", before_serve=(), **ext
             done = server.run(*command)
             assert done.returncode == 0, done.stderr
         stderr_path = var_dir / "server.stderr"
-        with open(stderr_path, "wb") as stderr:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "openplatform", "serve", "--migrate"],
-                env=process_env(ehc_env),
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                start_new_session=True,  # the server and its workers: one process group to stop
-                preexec_fn=_stop_with_parent,
-            )
+        process = start_serve(ehc_env, stderr_path, "--migrate")
         try:
             _wait_until_up(server.base_url, process, stderr_path)
             yield server

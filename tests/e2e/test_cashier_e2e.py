@@ -20,7 +20,9 @@ import pytest
 
 from openplatform.sdk import PlatformClient
 from tests.flows import order_body
-from tests.servers import free_port, process_env, running_server, shot, signal_and_wait, stop_process_group, wait_until_healthy
+from tests.servers import (
+    free_port, process_env, running_server, shot, signal_and_wait, start_serve, stop_process_group, wait_until_healthy,
+)  # fmt: skip
 
 PLAIN_MOBILE_UA = (
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36"
@@ -155,12 +157,7 @@ def test_a_stopping_server_lets_its_worker_finish_the_delivery_under_way(server_
     # A second server on the same storage, with its worker: stopped while the hospital is answering.
     port = free_port()
     stderr_path = tmp_path / "delivering-server.stderr"
-    with open(stderr_path, "wb") as stderr:
-        delivering = subprocess.Popen(
-            [sys.executable, "-m", "openplatform", "serve"],
-            env=process_env({**api.env, "EHC_PORT": str(port), "EHC_RUN_WORKER": "1", "EHC_LOG_LEVEL": "INFO"}),
-            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
-        )  # fmt: skip
+    delivering = start_serve({**api.env, "EHC_PORT": str(port), "EHC_RUN_WORKER": "1", "EHC_LOG_LEVEL": "INFO"}, stderr_path)
     try:
         assert wait_until_healthy(f"http://127.0.0.1:{port}/healthz", delivering), stderr_path.read_text()[-2000:]
         notice = lambda: admin.get(f"/admin/v1/notifications?order_no={order['order_no']}").json()["items"][0]  # noqa: E731

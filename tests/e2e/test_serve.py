@@ -1,8 +1,6 @@
 """The platform as an operator starts it: ``serve``, ``seed-demo --json``, signed calls over TCP."""
 
 import json
-import subprocess
-import sys
 import time
 
 import httpx
@@ -10,7 +8,7 @@ import pytest
 
 from cardcore import signing
 from openplatform.sdk import PlatformClient, build_request
-from tests.servers import free_port, process_env, running_server, signal_and_wait, stop_process_group
+from tests.servers import free_port, run_command, running_server, signal_and_wait, start_serve, stop_process_group
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +62,7 @@ def test_replayed_retimed_and_altered_requests_are_refused(server):
 def migrated_env(tmp_path_factory):
     var_dir = tmp_path_factory.mktemp("stop-at-start")
     env = {"EHC_ENV": "test", "EHC_VAR_DIR": str(var_dir), "EHC_LOG_LEVEL": "WARNING"}
-    done = subprocess.run([sys.executable, "-m", "openplatform", "migrate"], env=process_env(env), capture_output=True, timeout=120)
+    done = run_command(env, "migrate")
     assert done.returncode == 0, done.stderr
     return env
 
@@ -74,11 +72,7 @@ def migrated_env(tmp_path_factory):
 @pytest.mark.parametrize("after_s", [1.2, 1.6, 2.0])
 def test_a_server_told_to_stop_while_its_worker_starts_stops(migrated_env, tmp_path, after_s):
     env = {**migrated_env, "EHC_PORT": str(free_port())}
-    with open(tmp_path / "server.stderr", "wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "openplatform", "serve"], env=process_env(env),
-            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
-        )  # fmt: skip
+    process = start_serve(env, tmp_path / "server.stderr")
     try:
         time.sleep(after_s)
         signal_and_wait(process, tmp_path / "server.stderr")
