@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,29 @@ def _kind_of(arg: Any) -> str:
     raise TypeError(f"a prepared query takes text, whole numbers and aware datetimes, not {arg!r}")
 
 
+@dataclass(frozen=True)
+class _UpdateThenInsert:
+    sql: str
+    fields: tuple[str, ...]  # the inserted model's fields, in the order of the insert's parameters
+
+
+def _update_then_insert(update_sql: str, update_parameters: int, model: type[Model]) -> _UpdateThenInsert:
+    """PostgreSQL: one statement inserting a ``model`` row only if ``update_sql`` changed a row."""
+    meta = model._meta
+    if meta.db_default_db_columns:
+        raise TypeError(f"{model.__name__} has database defaults: insert it with save()")
+    columns = {name: column for name, column in meta.fields_db_projection.items() if not meta.fields_map[name].generated}
+    names = ", ".join(f'"{column}"' for column in columns.values())
+    parameters = ", ".join(f"${update_parameters + n}" for n in range(1, len(columns) + 1))
+    return _UpdateThenInsert(
+        sql=(
+            f"WITH changed AS ({update_sql} RETURNING 1) "
+            f'INSERT INTO "{meta.db_table}" ({names}) SELECT {parameters} FROM changed RETURNING "{meta.db_pk_column}"'
+        ),
+        fields=tuple(columns),
+    )
+
+
 class PreparedQuery:
     """A hot query whose SQL the ORM builds once, then sends with each call's values.
 
@@ -156,6 +180,7 @@ class PreparedQuery:
         self._model, self._build = model, build
         self._parameters = tuple(inspect.signature(build).parameters)
         self._built: dict[str, tuple[str, list, list[int], tuple[str, ...]]] = {}
+        self._then_insert: dict[tuple[str, type[Model]], _UpdateThenInsert] = {}
 
     def _arguments(self, args: tuple, named: dict[str, Any]) -> tuple:
         """The arguments in ``build``'s order, those given by name included."""
@@ -205,3 +230,36 @@ class PreparedQuery:
         db = using_db or self._model._meta.db
         sql, values = self._sql(db, self._arguments(args, named))
         return (await db.execute_query(sql, values))[0]
+
+    async def execute_then_insert(self, row: Model | None, *args: Any, **named: Any) -> int:
+        """Run an update and, only if it changed a row, insert ``row`` (a new model instance,
+        or None for nothing to insert): both or neither. Returns how many rows the update changed (0 or 1: the update must
+        name one row by a unique key, as the insert stands for one row changed).
+
+        On PostgreSQL this is one statement: the insert selects from the update's
+        ``RETURNING``. A transaction's BEGIN and COMMIT and the insert's own round trip would
+        be three of the ten statements a paid order costs (BENCHMARKS.md). Elsewhere (SQLite)
+        the two statements run in a transaction. The model's save signals do not run.
+        """
+        if row is None:
+            return await self.execute(*args, **named)
+        db = self._model._meta.db
+        sql, values = self._sql(db, self._arguments(args, named))
+        if db.capabilities.dialect != "postgres":
+            async with in_transaction(db.connection_name) as conn:
+                changed = (await conn.execute_query(sql, values))[0]
+                if changed:
+                    await row.save(using_db=conn, force_create=True)
+                return changed
+        model = type(row)
+        key = (db.connection_name, model)
+        combined = self._then_insert.get(key)
+        if combined is None:
+            combined = self._then_insert[key] = _update_then_insert(sql, len(values), model)
+        fields = model._meta.fields_map
+        inserted_values = [fields[name].to_db_value(getattr(row, name), row) for name in combined.fields]
+        inserted = (await db.execute_query(combined.sql, [*values, *inserted_values]))[1]
+        if inserted:
+            row.pk = inserted[0][model._meta.db_pk_column]
+            row._saved_in_db = True
+        return len(inserted)

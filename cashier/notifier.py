@@ -86,12 +86,11 @@ def notification_body(order: Order, event: str, refund: Refund | None = None) ->
     return body
 
 
-async def enqueue(conn, order: Order, event: str, refund: Refund | None = None) -> Notification | None:
-    """Add a notification inside the caller's transaction ``conn`` (none for orders without notify_url)."""
+def new_notification(order: Order, event: str, refund: Refund | None = None) -> Notification | None:
+    """The notification of ``event``, not yet saved (none for orders without notify_url)."""
     if not order.notify_url:
         return None
-    return await Notification.create(
-        using_db=conn,
+    return Notification(
         institution_id=order.institution_id,
         order_no=order.order_no,
         out_trade_no=order.out_trade_no,
@@ -100,6 +99,14 @@ async def enqueue(conn, order: Order, event: str, refund: Refund | None = None) 
         body=json.dumps(notification_body(order, event, refund), ensure_ascii=False, separators=(",", ":")),
         next_attempt_at=utcnow(),
     )
+
+
+async def enqueue(conn, order: Order, event: str, refund: Refund | None = None) -> Notification | None:
+    """Add a notification inside the caller's transaction ``conn`` (none for orders without notify_url)."""
+    notification = new_notification(order, event, refund)
+    if notification is not None:
+        await notification.save(using_db=conn, force_create=True)
+    return notification
 
 
 _ID_FIELD = '{"notification_id":'

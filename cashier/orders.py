@@ -3,13 +3,15 @@
 States: created → paying → paid | closed; paid → refunding → refunded | partially_refunded
 (refunds live in ``cashier.refunds``). Every state change is a guarded update inside a
 transaction (the row locked by a locking read, or by the guarded update itself), and writes
-its hospital notification in the same transaction (``cashier.notifier.enqueue``).
+its hospital notification with it, both or neither (``cashier.notifier.enqueue`` in the
+transaction, or the guarded update's ``execute_then_insert``).
 ``settle_payment`` is the only place that turns what a channel says (callback, query,
 counter payment) into a paid order.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from dataclasses import dataclass
@@ -235,19 +237,23 @@ async def settle_payment(
         "channel": channel or order.channel or "",
         "updated_at": utcnow(),
     }
-    async with in_transaction() as conn:
-        # Guarded updates: of concurrent duplicates, exactly one finds the order unpaid.
-        changed = await _PAY_UNPAID.execute(order_no=order_no, **paid, using_db=conn)
-        if not changed:
-            changed = await _PAY_CLOSED.execute(order_no=order_no, **paid, using_db=conn)
-            if changed:
-                # Money moved although the order was closed: the channel is right, the institution refunds.
-                log.warning("payment after close", extra={"order_no": order_no, "source": source})
-        if not changed:
-            return False
-        for name, value in {**paid, "status": OrderStatus.paid, "closed_at": None}.items():
-            setattr(order, name, value)
-        await notifier.enqueue(conn, order, "order.paid")
+    settled = {**paid, "status": OrderStatus.paid, "closed_at": None}
+    reported = copy.copy(order)  # the order once paid, as its notification reports it
+    for name, value in settled.items():
+        setattr(reported, name, value)
+    notification = notifier.new_notification(reported, "order.paid")
+    # Guarded updates, each writing the notification only if it changed the order: of
+    # concurrent duplicates, exactly one finds the order unpaid.
+    changed = await _PAY_UNPAID.execute_then_insert(notification, order_no=order_no, **paid)
+    if not changed:
+        changed = await _PAY_CLOSED.execute_then_insert(notification, order_no=order_no, **paid)
+        if changed:
+            # Money moved although the order was closed: the channel is right, the institution refunds.
+            log.warning("payment after close", extra={"order_no": order_no, "source": source})
+    if not changed:
+        return False
+    for name, value in settled.items():
+        setattr(order, name, value)
     notifier.wake()
     log.info("order paid", extra={"order_no": order_no, "source": source, "channel": order.channel})
     return True

@@ -3,15 +3,17 @@ changes as the ORM's own query, on both backends."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from datetime import timedelta
 
 import pytest
+from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from cardcore.clock import utcnow
 from cardcore.db import PreparedQuery
-from cashier.models import Order, OrderStatus
+from cashier.models import Notification, NotificationAttempt, Order, OrderStatus
 
 BY_NUMBER = PreparedQuery(Order, lambda order_no: Order.filter(order_no=order_no).limit(1))
 RENAME_UNPAID = PreparedQuery(
@@ -19,6 +21,11 @@ RENAME_UNPAID = PreparedQuery(
     lambda order_no, subject: Order.filter(
         order_no=order_no, status__in=(OrderStatus.created, OrderStatus.paying)
     ).update(subject=subject),
+)
+# Renames an order only while it has its first subject: of concurrent renames, one applies.
+RENAME_UNPAID_ONCE = PreparedQuery(
+    Order,
+    lambda order_no, subject: Order.filter(order_no=order_no, subject="门诊缴费").update(subject=subject),
 )
 
 REPRICE = PreparedQuery(
@@ -105,3 +112,46 @@ async def test_arguments_may_be_named_in_any_order(rt):
     with pytest.raises(TypeError, match="missing"):
         await REPRICE.execute(order_no=order.order_no, fen=1)
     assert (await Order.get(order_no=order.order_no)).amount_fen == 2468
+
+
+def notice(order: Order, **fields) -> Notification:
+    return Notification(**{
+        "institution_id": order.institution_id, "order_no": order.order_no, "out_trade_no": order.out_trade_no,
+        "event": "order.renamed", "url": order.notify_url, "body": '{"subject":"改名"}', "next_attempt_at": utcnow(),
+        **fields,
+    })  # fmt: skip
+
+
+async def test_inserts_a_row_only_when_the_update_changed_one(rt):
+    unpaid, paid = await new_order(), await new_order(status=OrderStatus.paid)
+    row = notice(unpaid)
+    assert await RENAME_UNPAID.execute_then_insert(row, unpaid.order_no, "改名") == 1
+    [stored] = await Notification.filter(order_no=unpaid.order_no)
+    assert row.pk == stored.id and row._saved_in_db
+    assert (stored.event, stored.body, stored.status, stored.attempts) == ("order.renamed", '{"subject":"改名"}', "pending", 0)
+    assert stored.created_at is not None and stored.next_attempt_at == row.next_attempt_at
+    assert (await Order.get(order_no=unpaid.order_no)).subject == "改名"
+
+    unsaved = notice(paid)
+    assert await RENAME_UNPAID.execute_then_insert(unsaved, subject="改名", order_no=paid.order_no) == 0
+    assert unsaved.pk is None and not await Notification.filter(order_no=paid.order_no).exists()
+    assert (await Order.get(order_no=paid.order_no)).subject == "门诊缴费"
+    assert await RENAME_UNPAID.execute_then_insert(None, unpaid.order_no, "无通知") == 1  # nothing to insert
+    assert await Notification.filter(order_no=unpaid.order_no).count() == 1
+
+
+async def test_a_failed_insert_undoes_the_update(rt):
+    order = await new_order()
+    unstorable = NotificationAttempt(notification_id=2**62, number=1, outcome="delivered")  # no such notification
+    with pytest.raises(IntegrityError):
+        await RENAME_UNPAID.execute_then_insert(unstorable, order.order_no, "不该改")
+    assert (await Order.get(order_no=order.order_no)).subject == "门诊缴费"
+
+
+async def test_of_concurrent_updates_of_one_row_one_changes_it_and_inserts(rt):
+    order = await new_order()
+    changed = await asyncio.gather(
+        *(RENAME_UNPAID_ONCE.execute_then_insert(notice(order), order.order_no, f"第{n}次") for n in range(10))
+    )
+    assert sorted(changed) == [0] * 9 + [1]
+    assert await Notification.filter(order_no=order.order_no).count() == 1
