@@ -17,6 +17,8 @@ from tortoise.migrations.api import migrate as run_migrations
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
+from cardcore import pgclient
+
 # Model apps in dependency order; layers above cardcore add theirs (label -> package).
 CORE_APPS = {"cardcore": "cardcore"}
 # PostgreSQL connections each process keeps for its background work, besides the pool that
@@ -47,6 +49,7 @@ def tortoise_config(database_url: str, apps: dict[str, str] | None = None) -> di
 def _connection(url: str) -> dict:
     connection = expand_db_url(_normalise_url(url))
     if connection["engine"] == "tortoise.backends.asyncpg":
+        connection["engine"] = pgclient.ENGINE
         connection["credentials"]["reset"] = _rollback_if_in_transaction
     return connection
 
@@ -80,12 +83,10 @@ async def init_db(database_url: str, apps: dict[str, str] | None = None) -> None
 
 def _background_client(url: str) -> BaseDBAsyncClient | None:
     connection = _connection(url)
-    if connection["engine"] != "tortoise.backends.asyncpg":
+    if connection["engine"] != pgclient.ENGINE:
         return None
-    from tortoise.backends.asyncpg import AsyncpgDBClient
-
     credentials = {**connection["credentials"], "minsize": 1, "maxsize": BACKGROUND_CONNECTIONS}
-    return AsyncpgDBClient(connection_name="background", **credentials)  # its pool opens on first use
+    return pgclient.Client(connection_name="background", **credentials)  # its pool opens on first use
 
 
 def background_transaction():

@@ -1,4 +1,5 @@
-"""Pooled PostgreSQL connections come back clean without asyncpg's four-statement reset."""
+"""Pooled PostgreSQL connections come back clean without asyncpg's four-statement reset, and
+idle ones come back at once (cardcore.pgclient)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncpg
 import pytest
 from tortoise import connections
 
+from cardcore import pgclient
 from cardcore.db import tortoise_config
 from tests.conftest import TEST_DATABASE_URL
 
@@ -20,10 +22,26 @@ async def test_the_platform_pool_uses_the_configured_reset(rt):
     assert client._pool._reset is reset
 
 
+async def one_connection_pool() -> pgclient.Client:
+    """The platform's client with a single connection, so that each acquire gets the same one back."""
+    credentials = tortoise_config(TEST_DATABASE_URL)["connections"]["default"]["credentials"]
+    client = pgclient.Client(connection_name="pool_probe", **{**credentials, "minsize": 1, "maxsize": 1})
+    await client.create_connection(with_db=True)
+    assert type(client._pool) is pgclient.Pool
+    return client
+
+
+async def test_the_platform_engine_is_tortoises_client_on_the_quicker_pool(rt):
+    assert tortoise_config(TEST_DATABASE_URL)["connections"]["default"]["engine"] == "cardcore.pgclient"
+    client = connections.get("default")
+    async with client.acquire_connection():
+        pass
+    assert type(client._pool) is pgclient.Pool
+
+
 async def test_a_connection_released_inside_a_transaction_comes_back_rolled_back():
-    reset = tortoise_config(TEST_DATABASE_URL)["connections"]["default"]["credentials"]["reset"]
-    # One connection, so the second acquire gets the same one back.
-    pool = await asyncpg.create_pool(TEST_DATABASE_URL, min_size=1, max_size=1, reset=reset)
+    client = await one_connection_pool()
+    pool = client._pool
     try:
         async with pool.acquire() as connection:
             server_pid = connection.get_server_pid()
@@ -37,16 +55,51 @@ async def test_a_connection_released_inside_a_transaction_comes_back_rolled_back
             # The table existed only inside the rolled-back transaction.
             assert await again.fetchval("SELECT to_regclass('pg_temp.pool_probe')") is None
     finally:
-        await pool.close()
+        await client.close()
+
+
+async def test_an_idle_connection_is_released_at_once_and_only_once():
+    client = await one_connection_pool()
+    pool = client._pool
+    try:
+        connection = await pool.acquire()
+        server_pid = connection.get_server_pid()
+        assert await connection.fetchval("SELECT 41 + 1") == 42
+        release = pool.release(connection)
+        with pytest.raises(StopIteration):  # finished without waiting for anything
+            release.send(None)
+        with pytest.raises(asyncpg.InterfaceError):  # the caller's handle is detached
+            await connection.fetchval("SELECT 1")
+        await pool.release(connection)  # a second release changes nothing
+        async with pool.acquire() as again:
+            assert again.get_server_pid() == server_pid
+            assert await again.fetchval("SELECT 1") == 1
+        # Tortoise's own path: statements one after another on the single connection.
+        for n in range(20):
+            assert (await client.execute_query("SELECT $1::int AS n", [n]))[1][0]["n"] == n
+    finally:
+        await client.close()
+
+
+async def test_a_connection_asyncpg_must_replace_is_closed_on_release():
+    client = await one_connection_pool()
+    pool = client._pool
+    try:
+        async with pool.acquire() as connection:
+            server_pid, underlying = connection.get_server_pid(), connection._con
+            await pool.expire_connections()  # as after a failover: connections in use close on release
+        assert underlying.is_closed()
+        async with pool.acquire() as connection:
+            assert connection.get_server_pid() != server_pid
+    finally:
+        await client.close()
 
 
 async def test_the_pool_size_comes_from_the_database_url():
     """README: each worker keeps 5 connections unless ``?maxsize=`` says otherwise."""
-    from tortoise.backends.asyncpg import AsyncpgDBClient
-
     for url, size in ((TEST_DATABASE_URL, 5), (f"{TEST_DATABASE_URL}?maxsize=3", 3)):
         credentials = tortoise_config(url)["connections"]["default"]["credentials"]
-        client = AsyncpgDBClient(connection_name="pool_probe", **credentials)
+        client = pgclient.Client(connection_name="pool_probe", **credentials)
         await client.create_connection(with_db=True)
         try:
             assert client._pool.get_max_size() == size
@@ -65,6 +118,7 @@ async def test_background_work_keeps_its_own_connections_whatever_the_pool_size(
         try:
             assert client._pool.get_max_size() == db.BACKGROUND_CONNECTIONS == 2
             assert client._pool._reset is reset
+            assert type(client._pool) is pgclient.Pool
         finally:
             await client.close()
     assert db._background_client("sqlite://:memory:") is None
