@@ -238,8 +238,8 @@ class PreparedQuery:
         name one row by a unique key, as the insert stands for one row changed).
 
         On PostgreSQL this is one statement: the insert selects from the update's
-        ``RETURNING``. A transaction's BEGIN and COMMIT and the insert's own round trip would
-        be three of the ten statements a paid order costs (BENCHMARKS.md). Elsewhere (SQLite)
+        ``RETURNING``. A transaction's BEGIN and COMMIT and the insert's own round trip were
+        three of the 8.6 statements a paid order cost (BENCHMARKS.md). Elsewhere (SQLite)
         the two statements run in a transaction. The model's save signals do not run.
         """
         if row is None:

@@ -103,7 +103,7 @@ class Refund(Model):
         indexes = (("status", "updated_at"), ("institution_id", "finished_at"))
 
 
-# Transactional outbox: written in the same transaction as the state change it reports.
+# Transactional outbox: written in the same transaction (or statement) as the state change it reports.
 class Notification(Model):
     id = fields.BigIntField(primary_key=True)
     institution_id = fields.CharField(max_length=40)

@@ -1,7 +1,9 @@
 """Hospital notifications through a transactional outbox (SPEC §6, API.md "Notification").
 
 ``enqueue`` writes the notification row in the same transaction as the state change it
-reports, so a change is never without its notification and never notified twice.
+reports (a payment's is written by the settling statement itself, through
+``new_notification`` and ``PreparedQuery.execute_then_insert``), so a change is never
+without its notification and never notified twice.
 A worker's ``Deliveries`` claim due rows with a lease (``FOR UPDATE SKIP LOCKED`` on
 PostgreSQL, so several workers on several hosts share the queue) as delivery slots free up,
 POST each, signed by the platform with the receiving institution's secret, and record every
