@@ -36,6 +36,7 @@ from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from xml.etree import ElementTree
 from urllib.parse import quote
 
 import requests
@@ -118,7 +119,7 @@ def decrypt_req_info(api_key: str, req_info: str) -> dict:
         pad = plain[-1]
         if not 1 <= pad <= 16 or plain[-pad:] != bytes([pad]) * pad:
             raise ValueError("bad padding")
-        root = xmltodict.parse(plain[:-pad].decode())["root"]
+        root = read_fields(plain[:-pad], root="root")
     except Exception as exc:  # noqa: BLE001 - anything unreadable is a forged or broken callback
         raise BadCallback("refund notification cannot be decrypted") from exc
     if not isinstance(root, dict):
@@ -535,9 +536,23 @@ def _xml(body: bytes) -> Mapping[str, Any]:
 
 def _read_xml(body: bytes) -> dict:
     try:
-        data = xmltodict.parse(body.decode("utf-8"))["xml"]
-    except Exception:  # noqa: BLE001
+        return read_fields(body)
+    except ValueError:
         raise BadCallback("not a WeChat Pay notification") from None
-    if not isinstance(data, dict):
-        raise BadCallback("not a WeChat Pay notification")
-    return data
+
+
+def read_fields(body: bytes, root: str = "xml") -> dict[str, str | None]:
+    """The fields of a WeChat Pay v2 message (``<xml><name>value</name>…</xml>``, flat, CDATA
+    or not), values as sent; an empty element reads as None. ValueError for anything else,
+    a document type declaration included: WeChat Pay sends none, and refusing it keeps entity
+    declarations out. ElementTree, not xmltodict: a third of the CPU (the mock gateway reads
+    its requests with this too)."""
+    if b"<!DOCTYPE" in body:
+        raise ValueError("a WeChat Pay message has no document type declaration")
+    try:
+        element = ElementTree.fromstring(body)
+    except ElementTree.ParseError as exc:
+        raise ValueError(f"not XML: {exc}") from None
+    if element.tag != root or len(element) == 0 or any(len(field) for field in element):
+        raise ValueError(f"not a flat <{root}> message")
+    return {field.tag: field.text for field in element}

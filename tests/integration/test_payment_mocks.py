@@ -10,7 +10,8 @@ from cardcore import outbound
 from cashier.channels.base import ChannelUnreachable
 from cashier.channels.dev import mock_merchant_configs
 from cashier.channels.insurance import InsuranceChannel
-from mocks.wechat_pay import acknowledged, read_fields
+from cashier.channels.wechat import read_fields
+from mocks.wechat_pay import acknowledged
 from tests.e2e.payments import new_order_no, payment_request
 
 

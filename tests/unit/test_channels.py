@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from cashier.channels import all_methods, channel_of_method, channel_of_payment_code, unionpay
 from cashier.channels._common import BEIJING, fen_to_yuan, yuan_to_fen, yuan_to_fen_rounded
 from cashier.channels.base import BadCallback, issued_at, new_order_no
-from cashier.channels.wechat import decrypt_req_info
+from cashier.channels.wechat import decrypt_req_info, read_fields
 
 
 @pytest.mark.parametrize(
@@ -128,6 +128,38 @@ def test_wechat_refund_req_info_decrypts_with_md5_of_the_api_key():
 def test_wechat_req_info_under_another_key_or_garbled_is_refused(req_info):
     with pytest.raises(BadCallback):
         decrypt_req_info("k" * 32, req_info)
+
+
+def test_wechat_messages_are_read_field_by_field_with_values_as_sent():
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<xml>\n  <return_code><![CDATA[SUCCESS]]></return_code>\n'
+        "  <attach><![CDATA[ 门诊 & <药房> ]]></attach>\n  <total_fee>1</total_fee>\n  <coupon_fee></coupon_fee>\n</xml>"
+    ).encode()
+    assert read_fields(body) == {"return_code": "SUCCESS", "attach": " 门诊 & <药房> ", "total_fee": "1", "coupon_fee": None}
+    assert read_fields(b"<root><refund_fee>300</refund_fee></root>", root="root") == {"refund_fee": "300"}
+
+
+LAUGHS = b"""<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY a "ha"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">
+<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;">]><xml><return_code>&c;</return_code></xml>"""
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        LAUGHS,  # entity declarations: never in a WeChat Pay message
+        b'<!DOCTYPE xml SYSTEM "http://127.0.0.1:9/evil.dtd"><xml><a>1</a></xml>',
+        b"<xml><a>1</a><b><c>2</c></b></xml>",  # not flat
+        b"<root><a>1</a></root>",  # another root
+        b"<xml></xml>",
+        b"<xml><a>1</a>",
+        b"<xml><a>&undefined;</a></xml>",
+        b"SUCCESS",
+        b"",
+    ],
+)
+def test_wechat_messages_of_another_shape_are_refused(body):
+    with pytest.raises(ValueError):
+        read_fields(body)
 
 
 def test_an_order_number_says_when_it_was_issued():
