@@ -234,8 +234,9 @@ class PreparedQuery:
 
     async def execute_then_insert(self, row: Model | None, *args: Any, **named: Any) -> int:
         """Run an update and, only if it changed a row, insert ``row`` (a new model instance,
-        or None for nothing to insert): both or neither. Returns how many rows the update changed (0 or 1: the update must
-        name one row by a unique key, as the insert stands for one row changed).
+        or None for nothing to insert): both or neither. Returns how many rows the update
+        changed, 0 or 1: the update must name one row by a unique key, as the insert stands
+        for one row changed.
 
         On PostgreSQL this is one statement: the insert selects from the update's
         ``RETURNING``. A transaction's BEGIN and COMMIT and the insert's own round trip were

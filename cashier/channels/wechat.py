@@ -36,8 +36,8 @@ from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
-from xml.etree import ElementTree
 from urllib.parse import quote
+from xml.etree import ElementTree
 
 import requests
 import xmltodict
@@ -119,12 +119,9 @@ def decrypt_req_info(api_key: str, req_info: str) -> dict:
         pad = plain[-1]
         if not 1 <= pad <= 16 or plain[-pad:] != bytes([pad]) * pad:
             raise ValueError("bad padding")
-        root = read_fields(plain[:-pad], root="root")
+        return read_fields(plain[:-pad], root="root")
     except Exception as exc:  # noqa: BLE001 - anything unreadable is a forged or broken callback
         raise BadCallback("refund notification cannot be decrypted") from exc
-    if not isinstance(root, dict):
-        raise BadCallback("refund notification cannot be decrypted")
-    return root
 
 
 class _InvalidAnswer(Exception):
