@@ -3,6 +3,8 @@ idle ones come back at once (cardcore.pgclient)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 from tortoise import connections
@@ -77,6 +79,29 @@ async def test_an_idle_connection_is_released_at_once_and_only_once():
         # Tortoise's own path: statements one after another on the single connection.
         for n in range(20):
             assert (await client.execute_query("SELECT $1::int AS n", [n]))[1][0]["n"] == n
+    finally:
+        await client.close()
+
+
+async def test_a_connection_whose_statement_was_cancelled_comes_back_usable():
+    """A request cancelled mid-statement (a client gone, a timeout) releases a connection
+    whose cancellation is still under way; the next one to take it can use it."""
+    client = await one_connection_pool()
+    pool = client._pool
+    try:
+
+        async def slow() -> None:
+            async with pool.acquire() as connection:
+                await connection.execute("SELECT pg_sleep(10)")
+
+        task = asyncio.ensure_future(slow())
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with pool.acquire() as again:
+            assert await asyncio.wait_for(again.fetchval("SELECT 7"), 5) == 7
+            assert not again.is_in_transaction()
     finally:
         await client.close()
 
