@@ -16,7 +16,7 @@ from cashier import accounts, channels
 from cashier.channels.base import BadCallback, CallbackReply, Channel
 from cashier.errors import AmountMismatch, ChannelNotAvailable, OrderNotFound, RefundNotFound
 from cashier.models import Order
-from cashier.orders import order_or_none, settle_payment
+from cashier.orders import order_as_created, settle_payment
 from cashier.refunds import settle_refund
 
 log = logging.getLogger("ehc.cashier.callbacks")
@@ -25,13 +25,13 @@ log = logging.getLogger("ehc.cashier.callbacks")
 async def _channel_for_callback(
     rt: Runtime, channel_code: str, headers: dict, body: bytes
 ) -> tuple[Channel | None, Order | None]:
-    """The channel account whose keys verify the callback, and the order it names (read once:
-    settling uses it too)."""
+    """The channel account whose keys verify the callback, and the order it names as it was
+    created (read once: settling uses it too)."""
     hint = channels.channel_class(channel_code).peek_callback(headers, body)
     if hint.names_an_order:
         # The institution's account at the reporting channel, even if the resident has
         # since chosen another channel: money taken there must still be recorded.
-        order = await order_or_none(hint.order_no)
+        order = await order_as_created(rt, hint.order_no)
         if order is not None:
             try:
                 return await accounts.channel_for(rt, order.institution_id, channel_code), order

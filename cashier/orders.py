@@ -23,6 +23,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from cardcore import crypto
+from cardcore.cache import keyed_command
 from cardcore.errors import CardNotFound, ValidationFailed
 from cardcore.models import Card
 from cardcore.clock import as_utc, iso, utcnow
@@ -30,7 +31,7 @@ from cardcore.db import PreparedQuery
 from cardcore.runtime import Runtime
 from cardcore.text import Readable
 from cashier import accounts, channels, notifier
-from cashier.channels.base import ChannelRefused, PayAction, PaymentRequest, PaymentState, new_order_no
+from cashier.channels.base import ChannelRefused, PayAction, PaymentRequest, PaymentState, is_order_no, new_order_no
 from cashier.errors import AmountMismatch, DuplicateOutTradeNo, OrderAlreadyPaid, OrderNotFound, OrderNotPayable
 from cashier.models import Order, OrderStatus
 
@@ -125,19 +126,48 @@ async def open_order(rt: Runtime, institution_id: str, digest: str, **fields) ->
     fields.setdefault("expires_at", utcnow() + timedelta(minutes=rt.settings.order_expire_minutes))
     try:
         order = await Order.create(order_no=new_order_no(), institution_id=institution_id, request_digest=digest, **fields)
-        return order, True
     except IntegrityError:
         existing = await Order.get_or_none(institution_id=institution_id, out_trade_no=fields["out_trade_no"])
         if existing is None:
             raise  # not the (institution, out_trade_no) key
-    if existing.request_digest != digest:
-        raise DuplicateOutTradeNo()
-    return existing, False
+        if existing.request_digest != digest:
+            raise DuplicateOutTradeNo()
+        return existing, False
+    await _remember_as_created(rt, order)
+    return order, True
 
 
 async def order_or_none(order_no: str) -> Order | None:
     found = await _ORDER_BY_NUMBER.fetch(order_no)
     return found[0] if found else None
+
+
+# What a channel callback needs of its order before anything else: whose keys verify it
+# (the institution), the amount to check and what the notification repeats. None of it
+# changes after creation, so it is kept in the cache for the time in which payments come
+# back, and a callback then reads no order (one statement of five per paid order,
+# BENCHMARKS.md). Later callbacks, and orders made elsewhere, read the database.
+_AS_CREATED = ("order_no", "institution_id", "out_trade_no", "amount_fen", "notify_url")
+AS_CREATED_TTL_S = 30 * 60
+
+
+def as_created_key(order_no: str) -> str:
+    return f"cashier:order:{order_no}"
+
+
+async def _remember_as_created(rt: Runtime, order: Order) -> None:
+    record = json.dumps({name: getattr(order, name) for name in _AS_CREATED}, ensure_ascii=False)
+    await keyed_command(rt.redis, "SET", as_created_key(order.order_no), record, "EX", AS_CREATED_TTL_S)
+
+
+async def order_as_created(rt: Runtime, order_no: str) -> Order | None:
+    """The order ``order_no`` as it was created (status ``created``, nothing paid), from the
+    cache, else as the database has it now. Only the fields fixed at creation may be relied
+    on; the guarded updates of ``settle_payment`` read the rest in the database."""
+    record = await keyed_command(rt.redis, "GET", as_created_key(order_no)) if is_order_no(order_no) else None
+    if record is None:
+        return await order_or_none(order_no)
+    return Order(**json.loads(record), status=OrderStatus.created)
 
 
 async def get_order(order_no: str, institution_id: str | None = None) -> Order:

@@ -336,6 +336,38 @@ async def test_alipay_callback_with_a_forged_signature_is_refused(http, rt, hosp
     assert await order_status(order["order_no"]) == "paid"
 
 
+async def test_a_callback_settles_the_order_as_created_without_reading_it(http, rt, hospital, settings, monkeypatch):
+    order = await new_order(hospital, settings)
+    headers, body = await captured_callback(http, rt, order, "wechat_h5")
+
+    async def no_read(order_no: str):
+        raise AssertionError(f"the callback read order {order_no}")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(orders, "order_or_none", no_read)
+        assert "SUCCESS" in (await post_callback(http, "wechat", headers, body)).text
+    row = await Order.get(order_no=order["order_no"])
+    assert (row.status.value, row.paid_fen, row.channel) == ("paid", order["amount_fen"], "wechat")
+    [notification] = await Notification.filter(order_no=order["order_no"])
+    sent = json.loads(notification.body)
+    assert (sent["event"], sent["status"], sent["out_trade_no"], sent["amount_fen"], sent["paid_fen"], sent["channel"]) == (
+        "order.paid", "paid", order["out_trade_no"], order["amount_fen"], order["amount_fen"], "wechat"
+    )  # fmt: skip
+    assert sent["channel_trade_no"] == row.channel_trade_no and notification.url == row.notify_url
+    # The cached order still reads as created: a repeated callback is settled by the guarded update, once.
+    assert "SUCCESS" in (await post_callback(http, "wechat", headers, body)).text
+    assert await Notification.filter(order_no=order["order_no"]).count() == 1
+
+
+async def test_a_callback_for_an_order_no_longer_cached_reads_it(http, rt, hospital, settings):
+    order = await new_order(hospital, settings)
+    headers, body = await captured_callback(http, rt, order, "wechat_h5")
+    assert await rt.redis.delete(orders.as_created_key(order["order_no"])) == 1  # expired
+    assert "SUCCESS" in (await post_callback(http, "wechat", headers, body)).text
+    assert await order_status(order["order_no"]) == "paid"
+    assert await Notification.filter(order_no=order["order_no"]).count() == 1
+
+
 async def test_wrong_amount_is_refused(http, rt, hospital, settings):
     order = await new_order(hospital, settings)
     headers, body = await captured_callback(http, rt, order, "wechat_h5", wrong_notify_amount=100)
