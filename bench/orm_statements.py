@@ -42,6 +42,7 @@ if str(ROOT) not in sys.path:
 
 from bench.harness import BenchFailure, note, print_report, recreate_database, report_failure, report_head  # noqa: E402
 from cardcore import db  # noqa: E402
+from cardcore.clock import utcnow  # noqa: E402
 from cashier.models import Order, OrderStatus  # noqa: E402
 from cashier.orders import _MARK_PAYING, UNPAID, get_order  # noqa: E402
 from openplatform.app import MODEL_APPS  # noqa: E402
@@ -58,9 +59,9 @@ FULL = Sizes(orders=500, statements=2000, rounds=5)
 QUICK = Sizes(orders=50, statements=100, rounds=2)
 
 
-def _paying_update(order_no: str):
+def _paying_update(order_no: str, now: datetime):
     """The guarded update ``_mark_paying`` sends, as a query (not yet run)."""
-    return Order.filter(order_no=order_no, status__in=UNPAID).update(
+    return Order.filter(order_no=order_no, status__in=UNPAID, expires_at__gt=now).update(
         status=OrderStatus.paying, channel="wechat", method="wechat_h5", failure_reason=""
     )
 
@@ -88,7 +89,7 @@ async def _write_orders(count: int) -> list[str]:
 # SQL fails the run instead of having values sent to the wrong columns.
 UPDATE_SQL = (
     'UPDATE "cashier_order" SET "status"=$1,"channel"=$2,"method"=$3,"failure_reason"=$4 '
-    'WHERE "order_no"=$5 AND "status" IN ($6,$7)'
+    'WHERE "order_no"=$5 AND "status" IN ($6,$7) AND "expires_at">$8'
 )
 READ_SQL_END = ' FROM "cashier_order" WHERE "order_no"=$1 LIMIT $2'
 
@@ -109,12 +110,12 @@ async def run(sizes: Sizes, database_url: str) -> dict:
     try:
         numbers = await _write_orders(sizes.orders)
         read_sql = _read_query(numbers[0]).sql()
-        update_sql = _paying_update(numbers[0]).sql()
+        update_sql = _paying_update(numbers[0], utcnow()).sql()
         _expect_sql(read_sql, READ_SQL_END)
         _expect_sql(update_sql, UPDATE_SQL)
 
         def update_values(number: str) -> list:
-            return ["paying", "wechat", "wechat_h5", "", number, "created", "paying"]
+            return ["paying", "wechat", "wechat_h5", "", number, "created", "paying", utcnow()]
 
         expected = await raw.execute(update_sql, *update_values(numbers[0]))
         if expected != "UPDATE 1":
@@ -133,11 +134,11 @@ async def run(sizes: Sizes, database_url: str) -> dict:
                 raise BenchFailure("read the wrong order")
 
         async def orm_update(number: str) -> None:
-            if await _paying_update(number) != 1:
+            if await _paying_update(number, utcnow()) != 1:
                 raise BenchFailure("the guarded update changed no row")
 
         async def prepared_update(number: str) -> None:
-            if await _MARK_PAYING.execute(number, "wechat", "wechat_h5") != 1:
+            if await _MARK_PAYING.execute(number, "wechat", "wechat_h5", utcnow()) != 1:
                 raise BenchFailure("the guarded update changed no row")
 
         async def asyncpg_update(number: str) -> None:

@@ -32,7 +32,14 @@ from cardcore.runtime import Runtime
 from cardcore.text import Readable
 from cashier import accounts, channels, notifier
 from cashier.channels.base import ChannelRefused, PayAction, PaymentRequest, PaymentState, is_order_no, new_order_no
-from cashier.errors import AmountMismatch, DuplicateOutTradeNo, OrderAlreadyPaid, OrderNotFound, OrderNotPayable
+from cashier.errors import (
+    AmountMismatch,
+    ChannelNotAvailable,
+    DuplicateOutTradeNo,
+    OrderAlreadyPaid,
+    OrderNotFound,
+    OrderNotPayable,
+)
 from cashier.models import Order, OrderStatus
 
 log = logging.getLogger("ehc.cashier")
@@ -43,15 +50,24 @@ SETTLEABLE = (OrderStatus.created, OrderStatus.paying, OrderStatus.closed)
 MAX_AMOUNT_FEN = 100_000_000_00  # one hundred million yuan: anything above is a typing error
 # The columns closing changes: the statement writes these, not the whole row.
 _CLOSED_FIELDS = ("status", "closed_at", "failure_reason", "updated_at")
-# Every payment reads its order by number (the page, the callback) and marks it paying:
-# their SQL is built once (cardcore.db.PreparedQuery).
+# Orders are read by number (the page, payments the cache cannot serve) and marked paying
+# many times a second: their SQL is built once (cardcore.db.PreparedQuery).
 _ORDER_BY_NUMBER = PreparedQuery(Order, lambda order_no: Order.filter(order_no=order_no).limit(1))
-_MARK_PAYING = PreparedQuery(
-    Order,
-    lambda order_no, channel, method: Order.filter(order_no=order_no, status__in=UNPAID).update(
-        status=OrderStatus.paying, channel=channel, method=method, failure_reason=""
-    ),
-)
+
+
+def _paying_update(statuses: tuple[OrderStatus, ...]) -> PreparedQuery:
+    """Paying: an order in one of ``statuses``, not expired at ``now``, is being paid through ``channel``."""
+    return PreparedQuery(
+        Order,
+        lambda order_no, channel, method, now: Order.filter(
+            order_no=order_no, status__in=statuses, expires_at__gt=now
+        ).update(status=OrderStatus.paying, channel=channel, method=method, failure_reason=""),
+    )
+
+
+_MARK_PAYING = _paying_update(UNPAID)
+# An order's first payment, the one a resident nearly always makes: no other channel to close.
+_MARK_FIRST_PAYING = _paying_update((OrderStatus.created,))
 
 
 def _pay_update(statuses: tuple[OrderStatus, ...]) -> PreparedQuery:
@@ -142,12 +158,13 @@ async def order_or_none(order_no: str) -> Order | None:
     return found[0] if found else None
 
 
-# What a channel callback needs of its order before anything else: whose keys verify it
-# (the institution), the amount to check and what the notification repeats. None of it
-# changes after creation, so it is kept in the cache for the time in which payments come
-# back, and a callback then reads no order (one statement of five per paid order,
-# BENCHMARKS.md). Later callbacks, and orders made elsewhere, read the database.
-_AS_CREATED = ("order_no", "institution_id", "out_trade_no", "amount_fen", "notify_url")
+# What paying and a channel callback need of an order before anything else: whose channel
+# accounts serve it (the institution), what the channel is asked for (amount, subject,
+# expiry), and what the notification repeats. None of it changes after creation, so it is
+# kept in the cache for the time in which payments are made, and neither reads the order
+# (two statements of five per paid order, BENCHMARKS.md). Later payments and callbacks,
+# and orders made elsewhere, read the database.
+_AS_CREATED = ("order_no", "institution_id", "out_trade_no", "amount_fen", "subject", "notify_url", "expires_at")
 AS_CREATED_TTL_S = 30 * 60
 
 
@@ -156,18 +173,21 @@ def as_created_key(order_no: str) -> str:
 
 
 async def _remember_as_created(rt: Runtime, order: Order) -> None:
-    record = json.dumps({name: getattr(order, name) for name in _AS_CREATED}, ensure_ascii=False)
+    fields = {name: getattr(order, name) for name in _AS_CREATED}
+    record = json.dumps({**fields, "expires_at": fields["expires_at"].isoformat()}, ensure_ascii=False)
     await keyed_command(rt.redis, "SET", as_created_key(order.order_no), record, "EX", AS_CREATED_TTL_S)
 
 
 async def order_as_created(rt: Runtime, order_no: str) -> Order | None:
     """The order ``order_no`` as it was created (status ``created``, nothing paid), from the
     cache, else as the database has it now. Only the fields fixed at creation may be relied
-    on; the guarded updates of ``settle_payment`` read the rest in the database."""
+    on; guarded updates find out the rest."""
     record = await keyed_command(rt.redis, "GET", as_created_key(order_no)) if is_order_no(order_no) else None
-    if record is None:
+    fields = json.loads(record) if record is not None else {}
+    if fields.keys() != set(_AS_CREATED):  # not cached, or by a version that kept other fields
         return await order_or_none(order_no)
-    return Order(**json.loads(record), status=OrderStatus.created)
+    fields["expires_at"] = datetime.fromisoformat(fields["expires_at"])
+    return Order(**fields, status=OrderStatus.created)
 
 
 async def get_order(order_no: str, institution_id: str | None = None) -> Order:
@@ -206,9 +226,10 @@ def payment_request(
 
 
 async def _mark_paying(order: Order, channel_code: str, method: str) -> None:
-    changed = await _MARK_PAYING.execute(order.order_no, channel_code, method)
+    changed = await _MARK_PAYING.execute(order.order_no, channel_code, method, utcnow())
     if not changed:
-        raise OrderNotPayable(f"the order is {(await Order.get(order_no=order.order_no)).status.value}")
+        current = await Order.get(order_no=order.order_no)
+        raise OrderNotPayable("the order has expired" if is_expired(current) else f"the order is {current.status.value}")
     order.status, order.channel, order.method = OrderStatus.paying, channel_code, method
 
 
@@ -218,6 +239,9 @@ async def start_payment(rt: Runtime, order_no: str, method: str, *, client_ip: s
         channel_code = channels.channel_of_method(method)
     except LookupError:
         raise ValidationFailed(f"unknown pay method {method}") from None
+    first = await _start_first_payment(rt, order_no, channel_code, method, client_ip, payer_id)
+    if first is not None:
+        return first
     order = await get_order(order_no)
     if order.status not in UNPAID or is_expired(order):
         raise OrderNotPayable("the order is paid, closed or expired")
@@ -226,6 +250,24 @@ async def start_payment(rt: Runtime, order_no: str, method: str, *, client_ip: s
         # The resident changes channel: the first one must not be able to take the money too.
         await _close_at_channel(rt, order)
     await _mark_paying(order, channel_code, method)
+    return await channel.create_payment(payment_request(rt, order, channel_code, method, client_ip, payer_id))
+
+
+async def _start_first_payment(
+    rt: Runtime, order_no: str, channel_code: str, method: str, client_ip: str, payer_id: str
+) -> PayAction | None:
+    """An order's first payment, from the order as created and one guarded update. None when
+    it is not that (paid, closed, expired, being paid, the channel not open): the caller then
+    reads the order, and closes another channel or says why it cannot be paid."""
+    order = await order_as_created(rt, order_no)
+    if order is None or order.status is not OrderStatus.created or is_expired(order):
+        return None
+    try:
+        channel = await accounts.channel_for(rt, order.institution_id, channel_code)
+    except ChannelNotAvailable:
+        return None
+    if not await _MARK_FIRST_PAYING.execute(order_no, channel_code, method, utcnow()):
+        return None
     return await channel.create_payment(payment_request(rt, order, channel_code, method, client_ip, payer_id))
 
 

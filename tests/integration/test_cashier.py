@@ -930,6 +930,49 @@ async def test_mini_program_pays_with_its_login_code(http, hospital, settings):
     assert reply.json()["action"] == "jsapi" and reply.json()["package"].startswith("prepay_id=")
 
 
+async def test_a_first_payment_starts_from_the_order_as_created_without_reading_it(http, rt, hospital, settings, monkeypatch):
+    order = await new_order(hospital, settings)
+
+    async def no_read(order_no: str):
+        raise AssertionError(f"paying read order {order_no}")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(orders, "order_or_none", no_read)
+        started = await http.post(f"/cashier/{order['order_no']}/pay", json={"channel": "wechat_h5"})
+    assert started.status_code == 200, started.text
+    row = await Order.get(order_no=order["order_no"])
+    assert (row.status.value, row.channel, row.method) == ("paying", "wechat", "wechat_h5")
+    wechat = await accounts.channel_for(rt, hospital.client_id, "wechat")
+    at_channel = await wechat.query(order["order_no"])  # asked for the order's own amount
+    assert (at_channel.status, at_channel.amount_fen) == ("paying", order["amount_fen"])
+    # Paying again at the same channel (a reload) is no first payment: the order is read.
+    assert (await http.post(f"/cashier/{order['order_no']}/pay", json={"channel": "wechat_h5"})).status_code == 200
+
+
+async def test_an_order_past_its_expiry_is_not_paid_whatever_the_cache_says(http, hospital, settings):
+    order = await new_order(hospital, settings)
+    await Order.filter(order_no=order["order_no"]).update(expires_at=utcnow() - timedelta(seconds=1))
+    refused = await http.post(f"/cashier/{order['order_no']}/pay", json={"channel": "wechat_h5"})
+    assert_refused(refused, 409, "ORDER_NOT_PAYABLE")
+    assert await order_status(order["order_no"]) == "created"
+
+
+async def test_a_paid_order_is_refused_before_a_closed_channel_is_mentioned(http, admin, hospital, settings):
+    order = await new_order(hospital, settings)
+    await pay_through(http, order, "alipay_wap")
+    await confirm(http, "alipay", order["order_no"])
+    await eventually(lambda: paid(order["order_no"]))
+    wechat = mock_merchant_configs(settings)["wechat"]
+    closed = await admin.request(
+        "PUT", f"/admin/v1/institutions/{hospital.client_id}/channels/wechat",
+        {"app_id": wechat.app_id, "merchant_id": wechat.merchant_id, "gateway": wechat.gateway,
+         "secrets": wechat.secrets, "enabled": False},
+    )  # fmt: skip
+    assert closed.status_code == 200
+    refused = await http.post(f"/cashier/{order['order_no']}/pay", json={"channel": "wechat_h5"})
+    assert_refused(refused, 409, "ORDER_NOT_PAYABLE")
+
+
 async def test_changing_channel_closes_the_first_one_at_its_channel(http, rt, hospital, settings):
     order = await new_order(hospital, settings)
     await pay_through(http, order, "wechat_h5")
