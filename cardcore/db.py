@@ -145,20 +145,23 @@ class _UpdateThenInsert:
     fields: tuple[str, ...]  # the inserted model's fields, in the order of the insert's parameters
 
 
-def _update_then_insert(update_sql: str, update_parameters: int, model: type[Model]) -> _UpdateThenInsert:
-    """PostgreSQL: one statement inserting a ``model`` row only if ``update_sql`` changed a row."""
+def _update_then_insert(
+    db: BaseDBAsyncClient, update_sql: str, update_parameters: int, model: type[Model]
+) -> _UpdateThenInsert:
+    """PostgreSQL: one statement inserting a ``model`` row only if ``update_sql`` changed a row.
+    The row's fields are those the ORM's own insert writes (its executor's ``regular_columns``)."""
     meta = model._meta
     if meta.db_default_db_columns:
         raise TypeError(f"{model.__name__} has database defaults: insert it with save()")
-    columns = {name: column for name, column in meta.fields_db_projection.items() if not meta.fields_map[name].generated}
-    names = ", ".join(f'"{column}"' for column in columns.values())
-    parameters = ", ".join(f"${update_parameters + n}" for n in range(1, len(columns) + 1))
+    fields = tuple(db.executor_class(model=model, db=db).regular_columns)
+    names = ", ".join(f'"{meta.fields_db_projection[name]}"' for name in fields)
+    parameters = ", ".join(f"${update_parameters + n}" for n in range(1, len(fields) + 1))
     return _UpdateThenInsert(
         sql=(
             f"WITH changed AS ({update_sql} RETURNING 1) "
             f'INSERT INTO "{meta.db_table}" ({names}) SELECT {parameters} FROM changed RETURNING "{meta.db_pk_column}"'
         ),
-        fields=tuple(columns),
+        fields=fields,
     )
 
 
@@ -257,7 +260,7 @@ class PreparedQuery:
         key = (db.connection_name, model)
         combined = self._then_insert.get(key)
         if combined is None:
-            combined = self._then_insert[key] = _update_then_insert(sql, len(values), model)
+            combined = self._then_insert[key] = _update_then_insert(db, sql, len(values), model)
         fields = model._meta.fields_map
         inserted_values = [fields[name].to_db_value(getattr(row, name), row) for name in combined.fields]
         inserted = (await db.execute_query(combined.sql, [*values, *inserted_values]))[1]
